@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Fresh machine -> working OpenMMLab environment in .venv/ (idempotent).
+#
+# Pins: torch 2.14.1, torchvision 0.29.1, mmengine 0.10.7, mmcv 2.1.0 (with ops),
+# mmdet 3.3.0, mmpretrain 1.2.0, pycocotools, plus fdrop_mm itself (editable) and
+# the test tools. mmcv 2.1.0 is source-only on PyPI and needs two fixes to build
+# against torch 2.14: setuptools<70 (its setup.py imports pkg_resources) and
+# -std=c++20 instead of its hard-coded -std=c++17 (torch 2.14 headers #error on
+# anything older). The built wheel is cached in $FDROP_CACHE (default
+# ~/.cache/fdrop_mm), keyed by torch version and CPU/CUDA, so the ~12 minute
+# build happens once per machine.
+#
+# Environment:
+#   FDROP_VENV      venv location (default: <repo>/.venv)
+#   FDROP_CACHE     wheel cache (default: ~/.cache/fdrop_mm)
+#   FDROP_MMCV_CUDA 1 to force mmcv's CUDA ops, 0 to force CPU-only ops;
+#                   default: CUDA when nvcc is on PATH and torch sees a GPU.
+#   MAX_JOBS        parallel compile jobs for mmcv (default: nproc)
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${FDROP_VENV:-$REPO/.venv}"
+CACHE="${FDROP_CACHE:-$HOME/.cache/fdrop_mm}"
+TORCH_PIN="torch==2.14.1"
+TORCHVISION_PIN="torchvision==0.29.1"
+MMCV_VERSION="2.1.0"
+
+say() { printf '[setup_env] %s\n' "$*"; }
+fail() { printf '[setup_env] ERROR: %s\n' "$*" >&2; exit 1; }
+trap 'fail "step failed at line $LINENO: $BASH_COMMAND"' ERR
+
+PY="$VENV/bin/python"
+PIP=("$PY" -m pip --disable-pip-version-check -q)
+
+if [ ! -x "$PY" ]; then
+  say "creating virtual environment $VENV"
+  python3 -m venv "$VENV" || fail "python3 -m venv $VENV failed (is python3-venv installed?)"
+fi
+
+say "installing $TORCH_PIN $TORCHVISION_PIN (from the local pip cache where present, ~1 min)"
+"${PIP[@]}" install "$TORCH_PIN" "$TORCHVISION_PIN"
+
+TORCH_VERSION="$("$PY" -c 'import torch; print(torch.__version__)')"
+if [ -z "${FDROP_MMCV_CUDA:-}" ]; then
+  if command -v nvcc >/dev/null 2>&1 && "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+    FDROP_MMCV_CUDA=1
+  else
+    FDROP_MMCV_CUDA=0
+  fi
+fi
+if [ "$FDROP_MMCV_CUDA" = 1 ]; then
+  command -v nvcc >/dev/null 2>&1 || fail "FDROP_MMCV_CUDA=1 but nvcc is not on PATH"
+  CUDA_TAG="cu$(nvcc --version | sed -n 's/.*release \([0-9]*\)\.\([0-9]*\).*/\1\2/p')"
+else
+  CUDA_TAG="cpu"
+fi
+MMCV_TAG="mmcv-$MMCV_VERSION-torch$TORCH_VERSION-$CUDA_TAG"
+WHEEL_DIR="$CACHE/$MMCV_TAG"
+if [ "$(cat "$VENV/.mmcv-build" 2>/dev/null || true)" = "$MMCV_TAG" ] && "$PY" -c 'import mmcv.ops' 2>/dev/null; then
+  say "mmcv $MMCV_VERSION with ops already installed ($MMCV_TAG)"
+else
+  if ! ls "$WHEEL_DIR"/mmcv-*.whl >/dev/null 2>&1; then
+    say "building mmcv $MMCV_VERSION ops ($CUDA_TAG, torch $TORCH_VERSION): about 12 minutes on 2 cores for CPU ops, longer with CUDA ops"
+    say "installing build tools for mmcv (setuptools<70: its setup.py imports pkg_resources; wheel, ninja)"
+    "${PIP[@]}" install "setuptools<70" wheel ninja
+    BUILD="$(mktemp -d)"
+    "${PIP[@]}" download --no-deps --no-binary :all: --no-build-isolation "mmcv==$MMCV_VERSION" -d "$BUILD" \
+      || fail "could not download the mmcv $MMCV_VERSION sdist"
+    tar -xzf "$BUILD/mmcv-$MMCV_VERSION.tar.gz" -C "$BUILD"
+    SRC="$BUILD/mmcv-$MMCV_VERSION"
+    grep -q -- "-std=c++17" "$SRC/setup.py" || fail "mmcv setup.py no longer contains -std=c++17; review the C++20 patch"
+    sed -i 's/-std=c++17/-std=c++20/g' "$SRC/setup.py"
+    # mmcv builds CUDA ops whenever torch sees a GPU; hide it for a CPU-only build
+    HIDE_GPUS=()
+    [ "$FDROP_MMCV_CUDA" = 1 ] || HIDE_GPUS=(CUDA_VISIBLE_DEVICES=)
+    mkdir -p "$WHEEL_DIR.partial"
+    (cd "$SRC" && env "${HIDE_GPUS[@]}" MMCV_WITH_OPS=1 FORCE_CUDA="$FDROP_MMCV_CUDA" MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
+      "$PY" -m pip --disable-pip-version-check wheel --no-build-isolation --no-deps . -w "$WHEEL_DIR.partial" \
+      > "$BUILD/build.log" 2>&1) || { tail -n 40 "$BUILD/build.log" >&2; fail "mmcv build failed; full log: $BUILD/build.log"; }
+    rm -rf "$WHEEL_DIR" && mv "$WHEEL_DIR.partial" "$WHEEL_DIR"
+    rm -rf "$BUILD"
+  else
+    say "using the cached mmcv wheel in $WHEEL_DIR"
+  fi
+  "${PIP[@]}" install --no-deps --force-reinstall "$WHEEL_DIR"/mmcv-*.whl
+  echo "$MMCV_TAG" > "$VENV/.mmcv-build"
+fi
+# torch 2.14 itself requires setuptools>=77; <81 still ships pkg_resources for older tools
+"${PIP[@]}" install "setuptools>=77,<81"
+
+say "installing mmengine, mmdet, mmpretrain, pycocotools, plotting and test tools"
+"${PIP[@]}" install "mmengine==0.10.7" "mmdet==3.3.0" "mmpretrain==1.2.0" "pycocotools>=2.0.8" \
+  "numpy<2.5" "opencv-python>=4.10" matplotlib tensorboard "timm==1.0.31" "grad-cam==1.5.7" \
+  "pytest>=8" "$TORCH_PIN" "$TORCHVISION_PIN" "mmcv==$MMCV_VERSION"
+
+say "installing fdrop_mm (editable)"
+"${PIP[@]}" install --no-deps --no-build-isolation -e "$REPO"
+
+"$PY" - <<'PY' || fail "the installed stack does not import; see the traceback above"
+import torch, mmengine, mmcv, mmcv.ops, mmdet, mmpretrain, fdrop_mm  # noqa: F401
+print(f'[setup_env] ok: torch {torch.__version__}, mmengine {mmengine.__version__}, '
+      f'mmcv {mmcv.__version__}, mmdet {mmdet.__version__}, mmpretrain {mmpretrain.__version__}')
+PY
