@@ -1,0 +1,171 @@
+"""The operator against a plain per-sample reference, in every dtype and layout."""
+import pytest
+import torch
+
+from fdrop_mm import FocusedDropout, focused_mask
+
+DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+
+
+def reference_mask(x, gammas):
+    """Literal per-sample transcription of §4 (Eqs. 1-4) with Python loops."""
+    n, c, h, w = x.shape
+    out = torch.zeros(n, 1, h, w, dtype=x.dtype)
+    xd = x.double()
+    for s in range(n):
+        means = [xd[s, ch].mean().item() for ch in range(c)]
+        k = max(range(c), key=lambda ch: (means[ch], -ch))  # first index on ties
+        ref = xd[s, k]
+        peak = ref.max().item()
+        for i in range(h):
+            for j in range(w):
+                if peak <= 0 or ref[i, j].item() > gammas[s] * peak:
+                    out[s, 0, i, j] = 1
+    return out
+
+
+def _exact_in(dtype, n=4, c=6, h=5, w=7, seed=0):
+    """Random input whose values are exact in ``dtype`` (so the reference sees the same numbers)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, c, h, w, generator=g).to(dtype)
+
+
+@pytest.mark.parametrize('dtype', DTYPES)
+@pytest.mark.parametrize('seed', range(10))
+def test_mask_matches_reference(dtype, seed):
+    x = _exact_in(dtype, seed=seed)
+    gammas = [0.3, 0.45, 0.6, 0.9]
+    mask = focused_mask(x, torch.tensor(gammas))
+    assert mask.shape == (4, 1, 5, 7) and mask.dtype == dtype
+    # float32 compute can differ from the float64 reference only at exact threshold ties
+    assert torch.equal(mask.float(), reference_mask(x.float(), gammas))
+
+
+@pytest.mark.parametrize('shape', [(1, 3, 4, 4), (2, 8, 3, 9), (3, 1, 1, 1), (2, 5, 11, 2)])
+def test_mask_shapes_batch_one_and_non_square(shape):
+    x = torch.randn(*shape)
+    assert torch.equal(focused_mask(x, 0.5), reference_mask(x, [0.5] * shape[0]))
+
+
+def test_scalar_gamma_equals_per_sample_gamma():
+    x = torch.randn(3, 4, 6, 6)
+    assert torch.equal(focused_mask(x, 0.4), focused_mask(x, torch.full((3,), 0.4)))
+
+
+def test_channels_last_gives_same_mask_and_keeps_layout():
+    x = torch.randn(4, 16, 9, 7)
+    xcl = x.to(memory_format=torch.channels_last)
+    assert torch.equal(focused_mask(x, 0.5), focused_mask(xcl, 0.5))
+    module = FocusedDropout(gamma_range=(0.5, 0.5)).train()
+    out = module(xcl)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(out, module(x))
+
+
+def test_reference_channel_is_first_maximal_mean_and_peak_always_kept():
+    x = torch.zeros(1, 3, 2, 2)
+    x[0, 1] = torch.tensor([[4.0, 0.0], [0.0, 0.0]])  # mean 1
+    x[0, 2] = torch.tensor([[1.0, 1.0], [1.0, 1.0]])  # mean 1 too: tie, channel 1 wins
+    mask = focused_mask(x, 0.9)
+    assert mask[0, 0].tolist() == [[1.0, 0.0], [0.0, 0.0]]
+
+
+def test_threshold_is_strict():
+    x = torch.tensor([[[[1.0, 0.5], [0.25, 0.0]]]])
+    assert focused_mask(x, 0.5)[0, 0].tolist() == [[1.0, 0.0], [0.0, 0.0]]
+
+
+@pytest.mark.parametrize('fill', [0.0, -1.0])
+def test_non_positive_reference_keeps_whole_sample(fill):
+    x = torch.randn(2, 3, 4, 4)
+    x[1] = fill
+    mask = focused_mask(x, 0.5)
+    assert torch.all(mask[1] == 1)
+    assert torch.equal(mask, reference_mask(x, [0.5, 0.5]))
+
+
+def test_mask_has_no_autograd():
+    x = torch.randn(2, 3, 4, 4, requires_grad=True)
+    assert not focused_mask(x, 0.5).requires_grad
+
+
+def test_module_multiplies_by_mask_without_rescaling():
+    torch.manual_seed(0)
+    x = torch.randn(4, 8, 6, 6)
+    out = FocusedDropout(gamma_range=(0.5, 0.5)).train()(x)
+    assert torch.equal(out, x * focused_mask(x, 0.5))
+
+
+def test_opposite_keeps_the_complement():
+    x = torch.randn(4, 8, 6, 6)
+    out = FocusedDropout(gamma_range=(0.4, 0.4), opposite=True).train()(x)
+    assert torch.equal(out, x * (1 - focused_mask(x, 0.4)))
+
+
+def test_gamma_is_drawn_per_sample_within_range():
+    # Sample 0's reference channel holds 0..99 / 99: the kept count reveals its γ.
+    torch.manual_seed(0)
+    ramp = torch.arange(100.0).view(10, 10) / 99
+    x = ramp.expand(64, 1, 10, 10).clone()
+    module = FocusedDropout(gamma_range=(0.3, 0.6)).train()
+    kept = module(x).ne(0).flatten(1).sum(1)  # > γ·1 of 0..99/99 keeps 99 - floor(99γ) values
+    assert kept.min() >= 99 - int(99 * 0.6) and kept.max() <= 99 - int(99 * 0.3)
+    assert len(set(kept.tolist())) > 5, 'γ must differ between samples'
+    assert module.last_keep_ratio == pytest.approx(kept.float().mean().item() / 100)
+
+
+def test_identity_in_eval_and_when_inactive():
+    x = torch.randn(2, 4, 5, 5)
+    module = FocusedDropout()
+    assert module.eval()(x) is x
+    module.train()
+    module.active = False
+    assert module(x) is x
+
+
+def test_gradient_is_zero_on_dropped_and_upstream_on_kept():
+    x = torch.randn(3, 5, 6, 4, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(3, 5, 6, 4, dtype=torch.float64)
+    FocusedDropout(gamma_range=(0.5, 0.5)).train()(x).backward(upstream)
+    mask = focused_mask(x.detach(), 0.5).expand_as(x).bool()
+    assert torch.all(x.grad[~mask] == 0)
+    assert torch.equal(x.grad[mask], upstream[mask])
+
+
+@pytest.mark.parametrize('dtype', DTYPES)
+def test_module_forward_backward_every_dtype(dtype):
+    x = torch.randn(2, 4, 5, 3).to(dtype).requires_grad_()
+    out = FocusedDropout().train()(x)
+    out.float().sum().backward()
+    assert out.dtype == dtype and x.grad.dtype == dtype
+
+
+@pytest.mark.parametrize('bad, error, words', [
+    (torch.randn(2, 3, 4), ValueError, 'shape (N, C, H, W)'),
+    (torch.randn(1, 2, 3, 4, 5), ValueError, 'shape (N, C, H, W)'),
+    (torch.ones(2, 3, 4, 4, dtype=torch.int64), TypeError, 'floating-point'),
+])
+def test_bad_input_is_rejected(bad, error, words):
+    with pytest.raises(error, match=words.replace('(', r'\(').replace(')', r'\)')):
+        focused_mask(bad, 0.5)
+    with pytest.raises(error):
+        FocusedDropout().train()(bad)
+
+
+@pytest.mark.parametrize('gamma', [0.0, -0.1, 1.5])
+def test_gamma_outside_unit_interval_is_rejected(gamma):
+    with pytest.raises(ValueError, match='gamma'):
+        focused_mask(torch.randn(1, 2, 3, 3), gamma)
+    with pytest.raises(ValueError, match='gamma'):
+        focused_mask(torch.randn(2, 2, 3, 3), torch.tensor([0.5, gamma]))
+
+
+@pytest.mark.parametrize('gamma_range', [(0.6, 0.3), (0.0, 0.5), (0.5, 1.2)])
+def test_bad_gamma_range_is_rejected(gamma_range):
+    with pytest.raises(ValueError, match='gamma_range'):
+        FocusedDropout(gamma_range=gamma_range)
+
+
+def test_gamma_tensor_of_wrong_shape_is_rejected():
+    with pytest.raises(ValueError, match=r'shape \(2,\)'):
+        focused_mask(torch.randn(2, 2, 3, 3), torch.tensor([0.5]))
