@@ -1,0 +1,471 @@
+"""Deterministic tiny ImageNet and VOCdevkit datasets in their real on-disk formats.
+
+Usage::
+
+    python tools/make_tiny_data.py --out data/tiny [--seed 0] [--only imagenet|voc] [--force]
+
+writes ``<out>/imagenet`` and ``<out>/VOCdevkit``. Every image holds synthetic objects
+whose class is learnable: class ``k`` is drawn as its own shape, fill texture and hue
+(see :func:`glyph`) on a noisy, randomly tinted background, at varied positions and sizes.
+The same parameters and seed give byte-identical files. Each dataset root gets a
+``tiny_data.json`` manifest, written last; a rerun with the same parameters skips a
+complete dataset, a rerun with other parameters is refused unless ``--force``.
+
+ImageNet (``<out>/imagenet``, for mmpretrain 1.2.0 ``ImageNet``)::
+
+    train/<wnid>/<wnid>_<n>.JPEG          meta/train.txt  "<wnid>/<wnid>_<n>.JPEG <label>"
+    val/ILSVRC2012_val_<nnnnnnnn>.JPEG    meta/val.txt    "ILSVRC2012_val_<nnnnnnnn>.JPEG <label>"
+    meta/classes.txt                      one class name per line, in label order
+
+Labels are the indices of the wnids in sorted order, as ImageNet's. A config sets
+``type='ImageNet', data_root='<out>/imagenet', split='train'`` (or ``'val'``), which
+finds ``meta/<split>.txt`` and the ``<split>/`` image folder by itself; plus
+``classes='<out>/imagenet/meta/classes.txt'`` (a path used as given, not joined to
+``data_root``) or ``metainfo=dict(classes=imagenet_class_names(n))``; and a head with
+``num_classes=<--num-classes>`` (top-5 accuracy needs at least 5). Without ``classes``
+the dataset keeps the 1000 real ImageNet names and loads without complaint (labels are
+not checked against classes when an annotation file is used), but label 0 is then
+'tench, Tinca tinca' and ``len(dataset.CLASSES)`` is 1000. Images are
+``--imagenet-size`` pixels square (default 64); the stock 224-pixel pipelines upscale them.
+
+VOCdevkit (``<out>/VOCdevkit``, for mmdet 3.3.0 ``VOCDataset``)::
+
+    VOC2007/{JPEGImages/<id>.jpg, Annotations/<id>.xml, ImageSets/Main/{trainval,test}.txt}
+    VOC2012/{JPEGImages/<id>.jpg, Annotations/<id>.xml, ImageSets/Main/trainval.txt}
+
+with VOC's ids (``000001``, ``2008_000001``), its 20 classes and annotation XML in
+VOC's layout (1-based inclusive pixel boxes; ~10% of objects ``difficult``). Every box
+side exceeds 32 pixels, so nothing is dropped or ignored by the stock
+``mmdet::_base_/datasets/voc0712.py`` filters (``min_size=32, bbox_min_size=32``);
+a config only sets ``data_root='<out>/VOCdevkit/'``. Images are ``--voc-size`` W H
+(default 192x160); the stock pipelines resize them to (1000, 600) regardless.
+"""
+import argparse
+import colorsys
+import json
+import math
+import shutil
+import sys
+import zlib
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+FORMAT_VERSION = 1
+MANIFEST = 'tiny_data.json'
+JPEG_QUALITY = 95
+
+VOC_CLASSES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat',
+               'chair', 'cow', 'diningtable', 'dog', 'horse', 'motorbike', 'person',
+               'pottedplant', 'sheep', 'sofa', 'train', 'tvmonitor')
+VOC_MIN_BOX_SIDE = 40  # pixels; mmdet ignores boxes narrower than bbox_min_size=32
+VOC_DIFFICULT_RATE = 0.1
+
+SHAPES = ('ellipse', 'rectangle', 'triangle', 'diamond', 'cross', 'ring', 'star',
+          'hexagon', 'inverted_triangle', 'frame')
+TEXTURES = ('solid', 'hstripes', 'vstripes', 'checker')
+MAX_IMAGENET_CLASSES = 1000
+
+
+class TinyDataError(RuntimeError):
+    """Bad input or an output location this tool must not overwrite."""
+
+
+# ----------------------------------------------------------------------------- drawing
+
+def glyph(class_index):
+    """The (shape, texture, RGB colour) that draws class ``class_index``.
+
+    Shape and texture pairs are unique for the first 40 classes; the hue, stepped by the
+    golden ratio, keeps later classes apart too.
+    """
+    hue = (class_index * 0.6180339887) % 1.0
+    colour = tuple(round(255 * c) for c in colorsys.hsv_to_rgb(hue, 0.85, 0.95))
+    texture = TEXTURES[(class_index // len(SHAPES)) % len(TEXTURES)]
+    return SHAPES[class_index % len(SHAPES)], texture, colour
+
+
+def _fit(points, width, height):
+    """Scale polygon ``points`` so they touch all four sides of a width x height box."""
+    xs, ys = zip(*points)
+    sx = (width - 1) / (max(xs) - min(xs))
+    sy = (height - 1) / (max(ys) - min(ys))
+    return [((x - min(xs)) * sx, (y - min(ys)) * sy) for x, y in points]
+
+
+def _regular(n, start_deg, radii=(1.0,)):
+    """Vertices of a regular n-gon (or star, with two alternating radii) on the unit circle."""
+    step = 360 / (n * len(radii))
+    return [(radii[i % len(radii)] * math.cos(math.radians(start_deg + i * step)),
+             radii[i % len(radii)] * math.sin(math.radians(start_deg + i * step)))
+            for i in range(n * len(radii))]
+
+
+POLYGONS = {
+    'triangle': [(0.5, 0), (1, 1), (0, 1)],
+    'inverted_triangle': [(0, 0), (1, 0), (0.5, 1)],
+    'diamond': [(0.5, 0), (1, 0.5), (0.5, 1), (0, 0.5)],
+    'cross': [(1, 0), (2, 0), (2, 1), (3, 1), (3, 2), (2, 2), (2, 3), (1, 3), (1, 2),
+              (0, 2), (0, 1), (1, 1)],
+    'star': _regular(5, -90, radii=(1.0, 0.42)),
+    'hexagon': _regular(6, 0),
+}
+
+
+def shape_mask(shape, width, height):
+    """Boolean (height, width) mask of ``shape`` touching all four sides of its box."""
+    mask = Image.new('L', (width, height), 0)
+    draw = ImageDraw.Draw(mask)
+    box = [0, 0, width - 1, height - 1]
+    inset = max(2, min(width, height) // 5)
+    inner = [inset, inset, width - 1 - inset, height - 1 - inset]
+    if shape in ('ellipse', 'ring'):
+        draw.ellipse(box, fill=255)
+        if shape == 'ring':
+            draw.ellipse(inner, fill=0)
+    elif shape in ('rectangle', 'frame'):
+        draw.rectangle(box, fill=255)
+        if shape == 'frame':
+            draw.rectangle(inner, fill=0)
+    else:
+        draw.polygon(_fit(POLYGONS[shape], width, height), fill=255)
+    return np.asarray(mask) > 0
+
+
+def texture_pattern(texture, width, height):
+    """Boolean (height, width) pattern: True where the fill takes the bright colour."""
+    period = max(2, min(width, height) // 8)
+    rows, cols = np.mgrid[0:height, 0:width] // period
+    return {'solid': np.ones((height, width), bool),
+            'hstripes': rows % 2 == 0,
+            'vstripes': cols % 2 == 0,
+            'checker': (rows + cols) % 2 == 0}[texture]
+
+
+def noisy_background(rng, width, height):
+    """Float (height, width, 3) canvas: a random grey-ish tint with a soft gradient."""
+    base = rng.uniform(60, 190) + rng.normal(0, 15, size=3)
+    gradient = np.linspace(-1, 1, width)[None, :, None] * rng.normal(0, 20, size=3)
+    return np.broadcast_to(base + gradient, (height, width, 3)).copy()
+
+
+def paint(canvas, rng, class_index, x0, y0, width, height):
+    """Draw class ``class_index`` into ``canvas`` filling the box at (x0, y0) of that size."""
+    shape, texture, colour = glyph(class_index)
+    bright = np.clip(np.array(colour) + rng.normal(0, 10, size=3), 0, 255)
+    fill = np.where(texture_pattern(texture, width, height)[..., None], bright, 0.3 * bright)
+    mask = shape_mask(shape, width, height)
+    canvas[y0:y0 + height, x0:x0 + width][mask] = fill[mask]
+
+
+def save_jpeg(canvas, rng, path):
+    """Add pixel noise to ``canvas`` and write it as a JPEG at ``path``."""
+    pixels = np.clip(canvas + rng.normal(0, 12, size=canvas.shape), 0, 255)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels.round().astype(np.uint8)).save(path, 'JPEG', quality=JPEG_QUALITY)
+
+
+def split_rng(seed, tag):
+    """Generator for one split: depends only on ``seed`` and the split's name ``tag``."""
+    return np.random.default_rng([seed, zlib.crc32(tag.encode())])
+
+
+def write_lines(path, lines):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(''.join(f'{line}\n' for line in lines))
+
+
+# ---------------------------------------------------------------------------- ImageNet
+
+def imagenet_wnids(num_classes):
+    """Real-looking, sorted WordNet ids, fixed for a given class count (not seeded)."""
+    return [f'n{1440764 + 9973 * k:08d}' for k in range(num_classes)]
+
+
+def imagenet_class_names(num_classes):
+    """Class names in label order, as written to ``meta/classes.txt``."""
+    names = []
+    for k in range(num_classes):
+        shape, texture, colour = glyph(k)
+        hue = round(360 * colorsys.rgb_to_hsv(*(c / 255 for c in colour))[0]) % 360
+        names.append(f'{shape}_{texture}_hue{hue:03d}')
+    return names
+
+
+def _imagenet_image(rng, class_index, size):
+    canvas = noisy_background(rng, size, size)
+    side = rng.uniform(0.35, 0.8) * size
+    aspect = rng.uniform(0.75, 1.33)
+    width = int(np.clip(side * math.sqrt(aspect), 8, size))
+    height = int(np.clip(side / math.sqrt(aspect), 8, size))
+    x0 = int(rng.integers(0, size - width + 1))
+    y0 = int(rng.integers(0, size - height + 1))
+    paint(canvas, rng, class_index, x0, y0, width, height)
+    return canvas
+
+
+def write_imagenet(root, seed, num_classes, train_per_class, val_per_class, image_size):
+    """Write the ImageNet layout under the (new, empty) directory ``root``."""
+    wnids = imagenet_wnids(num_classes)
+    rng = split_rng(seed, 'imagenet/train')
+    train_lines = []
+    for label, wnid in enumerate(wnids):
+        for n in range(1, train_per_class + 1):
+            relpath = f'{wnid}/{wnid}_{n}.JPEG'
+            save_jpeg(_imagenet_image(rng, label, image_size), rng, root / 'train' / relpath)
+            train_lines.append(f'{relpath} {label}')
+    rng = split_rng(seed, 'imagenet/val')
+    val_labels = rng.permutation(np.repeat(np.arange(num_classes), val_per_class))
+    val_lines = []
+    for n, label in enumerate(val_labels.tolist(), start=1):
+        filename = f'ILSVRC2012_val_{n:08d}.JPEG'
+        save_jpeg(_imagenet_image(rng, label, image_size), rng, root / 'val' / filename)
+        val_lines.append(f'{filename} {label}')
+    write_lines(root / 'meta' / 'train.txt', train_lines)
+    write_lines(root / 'meta' / 'val.txt', val_lines)
+    write_lines(root / 'meta' / 'classes.txt', imagenet_class_names(num_classes))
+
+
+def make_imagenet(root, *, seed=0, num_classes=10, train_per_class=30, val_per_class=10,
+                  image_size=64, force=False):
+    """Make the tiny ImageNet at ``root``; return False if it was already complete."""
+    if not 2 <= num_classes <= MAX_IMAGENET_CLASSES:
+        raise TinyDataError(f'num_classes must be in [2, {MAX_IMAGENET_CLASSES}], '
+                            f'got {num_classes}')
+    _require_at_least(0, seed=seed)
+    _require_at_least(1, train_per_class=train_per_class, val_per_class=val_per_class)
+    if image_size < 16:
+        raise TinyDataError(f'ImageNet image_size must be at least 16, got {image_size}')
+    params = dict(dataset='imagenet', seed=seed, num_classes=num_classes,
+                  train_per_class=train_per_class, val_per_class=val_per_class,
+                  image_size=image_size)
+    return _materialize(Path(root), params, force, lambda tmp: write_imagenet(
+        tmp, seed, num_classes, train_per_class, val_per_class, image_size))
+
+
+# -------------------------------------------------------------------------------- VOC
+
+def _place_boxes(rng, count, image_w, image_h):
+    """Up to ``count`` disjoint (x0, y0, w, h) boxes with sides of at least 40 pixels."""
+    max_side = max(VOC_MIN_BOX_SIDE, int(0.6 * min(image_w, image_h)))
+    boxes = []
+    for _ in range(count * 50):
+        if len(boxes) == count:
+            break
+        w, h = (int(s) for s in rng.integers(VOC_MIN_BOX_SIDE, max_side + 1, size=2))
+        x0 = int(rng.integers(0, image_w - w + 1))
+        y0 = int(rng.integers(0, image_h - h + 1))
+        if all(x0 + w + 2 <= bx or bx + bw + 2 <= x0 or y0 + h + 2 <= by or by + bh + 2 <= y0
+               for bx, by, bw, bh in boxes):
+            boxes.append((x0, y0, w, h))
+    return boxes
+
+
+def voc_annotation(year, filename, image_w, image_h, objects):
+    """VOC annotation XML text; ``objects`` are (name, difficult, xmin, ymin, xmax, ymax)."""
+    def sub(parent, tag, text=None):
+        element = ET.SubElement(parent, tag)
+        if text is not None:
+            element.text = str(text)
+        return element
+
+    annotation = ET.Element('annotation')
+    sub(annotation, 'folder', f'VOC{year}')
+    sub(annotation, 'filename', filename)
+    source = sub(annotation, 'source')
+    sub(source, 'database', f'The VOC{year} Database')
+    sub(source, 'annotation', f'PASCAL VOC{year}')
+    sub(source, 'image', 'synthetic')
+    size = sub(annotation, 'size')
+    sub(size, 'width', image_w)
+    sub(size, 'height', image_h)
+    sub(size, 'depth', 3)
+    sub(annotation, 'segmented', 0)
+    for name, difficult, *bbox in objects:
+        obj = sub(annotation, 'object')
+        sub(obj, 'name', name)
+        sub(obj, 'pose', 'Unspecified')
+        sub(obj, 'truncated', 0)
+        sub(obj, 'difficult', int(difficult))
+        bndbox = sub(obj, 'bndbox')
+        for tag, value in zip(('xmin', 'ymin', 'xmax', 'ymax'), bbox):
+            sub(bndbox, tag, value)
+    ET.indent(annotation, space='\t')
+    return ET.tostring(annotation, encoding='unicode') + '\n'
+
+
+def _write_voc_split(devkit, year, split, image_ids, rng, image_w, image_h):
+    """Write images, annotations and ``ImageSets/Main/<split>.txt`` for one split."""
+    sub_root = devkit / f'VOC{year}'
+    class_queue = []
+    for image_id in image_ids:
+        canvas = noisy_background(rng, image_w, image_h)
+        objects = []
+        for x0, y0, w, h in _place_boxes(rng, int(rng.integers(1, 4)), image_w, image_h):
+            if not class_queue:  # cycle through shuffled classes so each one appears
+                class_queue = rng.permutation(len(VOC_CLASSES)).tolist()
+            class_index = class_queue.pop()
+            paint(canvas, rng, class_index, x0, y0, w, h)
+            difficult = rng.random() < VOC_DIFFICULT_RATE
+            # VOC boxes are 1-based and inclusive: pixel columns x0 .. x0 + w - 1.
+            objects.append((VOC_CLASSES[class_index], difficult, x0 + 1, y0 + 1, x0 + w, y0 + h))
+        save_jpeg(canvas, rng, sub_root / 'JPEGImages' / f'{image_id}.jpg')
+        xml = voc_annotation(year, f'{image_id}.jpg', image_w, image_h, objects)
+        (sub_root / 'Annotations').mkdir(parents=True, exist_ok=True)
+        (sub_root / 'Annotations' / f'{image_id}.xml').write_text(xml)
+    write_lines(sub_root / 'ImageSets' / 'Main' / f'{split}.txt', image_ids)
+
+
+def write_voc(devkit, seed, voc07_trainval, voc07_test, voc12_trainval, image_size):
+    """Write VOC2007 trainval/test and VOC2012 trainval under the (new) directory ``devkit``."""
+    image_w, image_h = image_size
+    # VOC2007 numbers all its images together and splits the ids between trainval and test.
+    is_test = split_rng(seed, 'voc2007/split').permutation(
+        [False] * voc07_trainval + [True] * voc07_test)
+    ids07 = [f'{n:06d}' for n in range(1, len(is_test) + 1)]
+    for split, wanted in (('trainval', False), ('test', True)):
+        split_ids = [i for i, test in zip(ids07, is_test) if test == wanted]
+        _write_voc_split(devkit, 2007, split, split_ids, split_rng(seed, f'voc2007/{split}'),
+                         image_w, image_h)
+    ids12 = [f'2008_{n:06d}' for n in range(1, voc12_trainval + 1)]
+    _write_voc_split(devkit, 2012, 'trainval', ids12, split_rng(seed, 'voc2012/trainval'),
+                     image_w, image_h)
+
+
+def make_voc(root, *, seed=0, voc07_trainval=60, voc07_test=40, voc12_trainval=40,
+             image_size=(192, 160), force=False):
+    """Make the tiny VOCdevkit at ``root``; return False if it was already complete."""
+    _require_at_least(0, seed=seed)
+    _require_at_least(1, voc07_trainval=voc07_trainval, voc07_test=voc07_test,
+                      voc12_trainval=voc12_trainval)
+    image_w, image_h = image_size
+    if min(image_w, image_h) < 2 * VOC_MIN_BOX_SIDE:
+        raise TinyDataError(f'VOC image sides must be at least {2 * VOC_MIN_BOX_SIDE} pixels '
+                            f'(boxes are >= {VOC_MIN_BOX_SIDE}), got {image_w}x{image_h}')
+    params = dict(dataset='voc', seed=seed, voc07_trainval=voc07_trainval,
+                  voc07_test=voc07_test, voc12_trainval=voc12_trainval,
+                  image_size=[image_w, image_h])
+    return _materialize(Path(root), params, force, lambda tmp: write_voc(
+        tmp, seed, voc07_trainval, voc07_test, voc12_trainval, (image_w, image_h)))
+
+
+# ------------------------------------------------------------------- output handling
+
+def _require_at_least(minimum, **values):
+    for name, value in values.items():
+        if value < minimum:
+            raise TinyDataError(f'{name} must be at least {minimum}, got {value}')
+
+
+def _count_files(root):
+    return sum(1 for path in root.rglob('*') if path.is_file())
+
+
+def _read_manifest(root):
+    """The manifest at ``root``, or None if there is none."""
+    path = root / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise TinyDataError(f'{path} is not a readable manifest ({err}); '
+                            f'delete {root} to regenerate') from err
+
+
+def _materialize(root, params, force, writer):
+    """Build ``root`` with ``writer`` unless it already holds the same, complete dataset.
+
+    The dataset is written into a sibling ``.<name>.partial`` directory and renamed into
+    place, manifest included, so ``root`` is either complete or absent.
+    """
+    if root.exists() and not root.is_dir():
+        raise TinyDataError(f'{root} exists and is not a directory')
+    manifest = _read_manifest(root) if root.is_dir() else None
+    if manifest is None and root.is_dir() and any(root.iterdir()):
+        raise TinyDataError(f'{root} is not empty and has no {MANIFEST}: it was not made by '
+                            f'this tool, so it is left alone; move it away or pick another --out')
+    if manifest is not None and manifest.get('format_version') == FORMAT_VERSION \
+            and manifest.get('params') == params:
+        if _count_files(root) == manifest.get('num_files'):
+            return False
+    elif manifest is not None and not force:
+        on_disk = dict(manifest.get('params') or {}, format_version=manifest.get('format_version'))
+        asked = dict(params, format_version=FORMAT_VERSION)
+        differences = ', '.join(f'{key}: {on_disk.get(key)!r} on disk, {asked.get(key)!r} asked'
+                                for key in sorted(asked.keys() | on_disk.keys())
+                                if on_disk.get(key) != asked.get(key))
+        raise TinyDataError(f'{root} was made with other parameters ({differences}); '
+                            f'use --force to replace it')
+    partial = root.with_name(f'.{root.name}.partial')
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        partial.mkdir(parents=True)
+    except OSError as err:
+        raise TinyDataError(f'cannot create {partial}: {err}') from err
+    writer(partial)
+    num_files = _count_files(partial) + 1  # + the manifest itself
+    (partial / MANIFEST).write_text(json.dumps(
+        dict(generator='tools/make_tiny_data.py', format_version=FORMAT_VERSION,
+             params=params, num_files=num_files), indent=2, sort_keys=True) + '\n')
+    if root.is_dir():
+        shutil.rmtree(root)
+    partial.rename(root)
+    return True
+
+
+# --------------------------------------------------------------------------------- CLI
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Write deterministic tiny ImageNet (<out>/imagenet, for mmpretrain) and '
+                    'VOCdevkit (<out>/VOCdevkit, for mmdet) datasets in their real formats.')
+    parser.add_argument('--out', required=True, type=Path, help='output directory')
+    parser.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
+    parser.add_argument('--only', choices=('imagenet', 'voc'), help='make only this dataset')
+    parser.add_argument('--force', action='store_true',
+                        help='replace a dataset this tool made with other parameters')
+    imagenet = parser.add_argument_group('ImageNet')
+    imagenet.add_argument('--num-classes', type=int, default=10, help='default 10')
+    imagenet.add_argument('--imagenet-train-per-class', type=int, default=30, help='default 30')
+    imagenet.add_argument('--imagenet-val-per-class', type=int, default=10, help='default 10')
+    imagenet.add_argument('--imagenet-size', type=int, default=64,
+                          help='square image side in pixels (default 64)')
+    voc = parser.add_argument_group('VOC')
+    voc.add_argument('--voc07-trainval', type=int, default=60, help='default 60')
+    voc.add_argument('--voc07-test', type=int, default=40, help='default 40')
+    voc.add_argument('--voc12-trainval', type=int, default=40, help='default 40')
+    voc.add_argument('--voc-size', type=int, nargs=2, default=(192, 160), metavar=('W', 'H'),
+                     help='image width and height in pixels (default 192 160)')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    jobs = []
+    if args.only in (None, 'imagenet'):
+        jobs.append((args.out / 'imagenet', lambda root: make_imagenet(
+            root, seed=args.seed, num_classes=args.num_classes,
+            train_per_class=args.imagenet_train_per_class,
+            val_per_class=args.imagenet_val_per_class, image_size=args.imagenet_size,
+            force=args.force)))
+    if args.only in (None, 'voc'):
+        jobs.append((args.out / 'VOCdevkit', lambda root: make_voc(
+            root, seed=args.seed, voc07_trainval=args.voc07_trainval,
+            voc07_test=args.voc07_test, voc12_trainval=args.voc12_trainval,
+            image_size=tuple(args.voc_size), force=args.force)))
+    try:
+        for path in (args.out, *args.out.parents):
+            if path.exists() and not path.is_dir():
+                raise TinyDataError(f'--out {args.out}: {path} exists and is not a directory')
+        for root, make in jobs:
+            print(f'wrote {root}' if make(root) else
+                  f'{root} is already complete for these parameters, skipped')
+    except TinyDataError as err:
+        sys.exit(f'make_tiny_data.py: error: {err}')
+
+
+if __name__ == '__main__':
+    main()
