@@ -1,0 +1,11 @@
+# Baseline arm (paper §5.3): mmpretrain's stock ResNet-50 ImageNet-1k recipe
+# (8 GPUs x 32, SGD lr 0.1, wd 1e-4, 100 epochs, steps at 30/60/90).
+# Data root: $IMAGENET_ROOT, default data/imagenet (train/, val/, meta/{train,val}.txt).
+_base_ = 'mmpretrain::resnet/resnet50_8xb32_in1k.py'
+
+custom_imports = dict(imports=['fdrop_mm'], allow_failed_imports=False)
+
+data_root = '{{$IMAGENET_ROOT:data/imagenet}}'
+train_dataloader = dict(dataset=dict(data_root=data_root))
+val_dataloader = dict(dataset=dict(data_root=data_root))
+test_dataloader = val_dataloader
