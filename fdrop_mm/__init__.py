@@ -16,8 +16,10 @@ from .checkpoint_safety import allow_mmengine_checkpoints
 from .distributed import CPUAwareDistributedDataParallel
 from .focused_dropout import FocusedDropout, focused_mask
 from .hooks import FocusedDropoutHook
+from .transfer import StrictPretrainedInit, extract_backbone
 
 MODELS.register_module(module=FocusedDropout)
 allow_mmengine_checkpoints()
 
-__all__ = ['focused_mask', 'FocusedDropout', 'FocusedDropoutHook', 'CPUAwareDistributedDataParallel']
+__all__ = ['focused_mask', 'FocusedDropout', 'FocusedDropoutHook', 'CPUAwareDistributedDataParallel',
+           'extract_backbone', 'StrictPretrainedInit']

@@ -1,0 +1,355 @@
+"""mmpretrain ResNet checkpoint -> mmdet ResNet backbone, checked at both ends.
+
+- :func:`extract_backbone` keeps the ``backbone.`` tensors of an mmpretrain
+  ``ImageClassifier`` checkpoint, verifies them against a freshly built mmdet
+  ``ResNet(depth=...)`` (every parameter and buffer, same shapes, nothing extra)
+  and writes ``{'state_dict': {'backbone.<k>': tensor}, 'meta': {...}}``.
+- ``init_cfg=dict(type='StrictPretrained', checkpoint=..., prefix='backbone.')``
+  (:class:`StrictPretrainedInit`, in mmengine's root ``WEIGHT_INITIALIZERS``)
+  loads like mmengine's ``Pretrained`` but raises on any missing, unexpected or
+  mis-shaped key instead of logging a warning and leaving weights random.
+
+The source's training config is read from its ``meta['cfg']`` text with a
+literal-only parser (:func:`parse_config_text`), never executed:
+``Config.fromstring`` would run whatever Python the checkpoint carries.
+"""
+import ast
+import inspect
+import os
+import os.path as osp
+import tempfile
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import torch
+from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
+from mmengine.model.weight_init import update_init_info
+from mmengine.registry import WEIGHT_INITIALIZERS
+from torch import nn
+
+from .focused_dropout import FocusedDropout
+from .hooks import FocusedDropoutHook
+
+__all__ = ['extract_backbone', 'load_checkpoint_file', 'parse_config_text',
+           'focused_dropout_settings', 'StrictPretrainedInit']
+
+PREFIX = 'backbone.'
+SHOWN_KEYS = 10
+# meta fields copied from the source checkpoint's own meta (mmengine Runner.save_checkpoint)
+SOURCE_META_KEYS = ('experiment_name', 'epoch', 'iter', 'seed', 'time', 'mmengine_version')
+RESERVED_META_KEYS = ('source', 'source_meta', 'backbone', 'num_tensors', 'focused_dropout',
+                      'focused_dropout_note')
+FD_TYPES = {'FocusedDropoutHook': FocusedDropoutHook, 'FocusedDropout': FocusedDropout}
+
+
+# checkpoint files ----------------------------------------------------------
+def _is_local(path: str) -> bool:
+    return '://' not in path  # mmengine schemes: http(s)://, open-mmlab://, torchvision://, s3://, ...
+
+
+def load_checkpoint_file(path, map_location='cpu') -> dict:
+    """Load a checkpoint (local path or an mmengine URL scheme) as a dict.
+
+    Raises ``FileNotFoundError`` for a missing local file and ``ValueError``
+    naming the path for anything unreadable (corrupt, truncated, refused by
+    weights-only loading, not a dict).
+    """
+    from mmengine.runner.checkpoint import CheckpointLoader
+    path = str(path)
+    if _is_local(path) and not osp.isfile(osp.expanduser(path)):
+        raise FileNotFoundError(f'checkpoint not found: {path}')
+    try:
+        ckpt = CheckpointLoader.load_checkpoint(path, map_location=map_location, logger='current')
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # torch/pickle/zipfile raise many types for a damaged file
+        raise ValueError(f'cannot read checkpoint {path}: {type(e).__name__}: {e}') from e
+    if not isinstance(ckpt, dict):
+        raise ValueError(f'checkpoint {path} holds a {type(ckpt).__name__}, not a dict')
+    return ckpt
+
+
+def _state_dict(ckpt: dict, path: str) -> Dict[str, Any]:
+    state = ckpt.get('state_dict', ckpt)
+    if not isinstance(state, Mapping) or not any(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f'checkpoint {path} has no state_dict of tensors '
+                         f'(top-level keys: {sorted(map(str, ckpt))[:SHOWN_KEYS]})')
+    return dict(state)
+
+
+def _strip_prefix(state: Mapping[str, Any], prefix: str) -> Dict[str, Any]:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _key_list(label: str, keys: List[str]) -> str:
+    more = f' (+{len(keys) - SHOWN_KEYS} more)' if len(keys) > SHOWN_KEYS else ''
+    return f'{len(keys)} {label}: {keys[:SHOWN_KEYS]}{more}'
+
+
+def _mismatches(expected: Mapping[str, torch.Tensor], found: Mapping[str, Any]) -> List[str]:
+    """Missing / unexpected / shape-mismatched keys as message parts; [] when they match."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shapes = []
+    for k, ref in expected.items():
+        if k not in found:
+            continue
+        v = found[k]
+        if not isinstance(v, torch.Tensor):
+            shapes.append(f'{k}: {type(v).__name__}, not a tensor')
+        elif v.shape != ref.shape:
+            shapes.append(f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(ref.shape)}')
+    return [_key_list(label, keys) for label, keys in
+            (('missing', missing), ('unexpected', unexpected), ('shape mismatches', shapes)) if keys]
+
+
+def _top_prefixes(state: Mapping[str, Any]) -> List[str]:
+    return sorted({k.split('.', 1)[0] + '.' for k in state})
+
+
+def reference_backbone(depth: int = 50) -> nn.Module:
+    """mmdet ``ResNet(depth=depth)`` on the meta device (shapes only, no memory)."""
+    from mmdet.registry import MODELS
+    with torch.device('meta'):  # _scope_: inside an mmpretrain default scope 'ResNet' is mmpretrain's
+        return MODELS.build(dict(type='ResNet', depth=depth, _scope_='mmdet'))
+
+
+# config text ---------------------------------------------------------------
+def _literal(node: ast.AST) -> Any:
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+        items = [_literal(e) for e in node.elts]
+        return tuple(items) if isinstance(node, ast.Tuple) else items
+    if isinstance(node, ast.Dict):
+        if any(k is None for k in node.keys):
+            raise ValueError(f'line {node.lineno}: ** in a dict literal')
+        return {_literal(k): _literal(v) for k, v in zip(node.keys, node.values)}
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == 'dict'
+            and not node.args and all(kw.arg is not None for kw in node.keywords)):
+        return {kw.arg: _literal(kw.value) for kw in node.keywords}
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        value = _literal(node.operand)
+        if isinstance(value, (int, float, complex)) and not isinstance(value, bool):
+            return -value if isinstance(node.op, ast.USub) else value
+    if isinstance(node, ast.Name):  # lazy-import configs write type=FocusedDropoutHook
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return f'{_literal(node.value)}.{node.attr}'
+    raise ValueError(f'line {getattr(node, "lineno", "?")}: {type(node).__name__} is not a literal')
+
+
+def parse_config_text(text: str) -> Tuple[Dict[str, Any], Dict[str, str]]:
+    """Top-level ``name = literal`` assignments of an mmengine config text, without executing it.
+
+    Returns ``(values, skipped)``: ``skipped`` maps each assignment that is not
+    a literal (``dict(...)``, lists, tuples, constants; names read as strings)
+    to the reason. Imports and other statements are ignored.
+    """
+    values, skipped = {}, {}
+    for node in ast.parse(text).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            name = node.targets[0].id
+            try:
+                values[name] = _literal(node.value)
+            except ValueError as e:
+                skipped[name] = str(e)
+    return values, skipped
+
+
+def _with_defaults(entry: dict) -> dict:
+    """A FocusedDropout(Hook) config with the class defaults filled in."""
+    cls = FD_TYPES[str(entry['type']).split('.')[-1]]
+    params = inspect.signature(cls.__init__).parameters.values()
+    settings = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+    settings.update(entry)
+    return settings
+
+
+def _find_fd_modules(obj: Any) -> List[dict]:
+    if isinstance(obj, dict):
+        found = [_with_defaults(obj)] if str(obj.get('type', '')).split('.')[-1] == 'FocusedDropout' else []
+        return found + [m for v in obj.values() for m in _find_fd_modules(v)]
+    if isinstance(obj, (list, tuple)):
+        return [m for v in obj for m in _find_fd_modules(v)]
+    return []
+
+
+def focused_dropout_settings(cfg_text: Optional[str]) -> Tuple[Optional[dict], Optional[str]]:
+    """FocusedDropout settings a training config used: ``({'hooks': [...], 'modules': [...]}, None)``.
+
+    ``hooks`` are the ``custom_hooks`` entries of type FocusedDropoutHook,
+    ``modules`` any FocusedDropout dicts inside ``model`` (e.g. mmdet ResNet
+    ``plugins``), both with the class defaults filled in; both empty for a run
+    without FocusedDropout. ``(None, reason)`` when the text cannot tell.
+    """
+    if not isinstance(cfg_text, str):
+        return None, 'the source checkpoint has no meta.cfg text'
+    try:
+        values, skipped = parse_config_text(cfg_text)
+    except SyntaxError as e:
+        return None, f'meta.cfg is not Python: {e}'
+    for name in ('custom_hooks', 'model'):
+        if name in skipped:
+            return None, f'meta.cfg {name}: {skipped[name]}'
+    hooks = [_with_defaults(h) for h in values.get('custom_hooks') or []
+             if isinstance(h, dict) and str(h.get('type', '')).split('.')[-1] == 'FocusedDropoutHook']
+    return dict(hooks=hooks, modules=_find_fd_modules(values.get('model'))), None
+
+
+# extraction ----------------------------------------------------------------
+def _is_plain(value: Any) -> bool:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return False
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with numpy scalars unwrapped and anything else non-plain as str."""
+    if hasattr(value, 'item') and getattr(value, 'ndim', None) == 0:
+        value = value.item()
+    if _is_plain(value):
+        return value
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return str(value)
+
+
+def extract_backbone(src, dst, *, depth: int = 50, meta: Optional[dict] = None) -> dict:
+    """Write the verified ``backbone.`` tensors of checkpoint ``src`` to ``dst``; return what was written.
+
+    ``dst`` holds ``{'state_dict': {'backbone.<k>': tensor}, 'meta': meta}``
+    (plain Python and tensors only: loadable by weights-only ``torch.load``,
+    ``Pretrained`` and ``StrictPretrained``). ``meta`` records ``source`` (the
+    path), ``source_meta`` (the source's experiment_name, epoch, iter, seed,
+    time, mmengine_version where present), ``backbone`` (what the tensors were
+    verified against), ``num_tensors``, ``focused_dropout`` (see
+    :func:`focused_dropout_settings`; ``None`` plus ``focused_dropout_note``
+    when unknown), and the caller's ``meta`` entries at top level.
+
+    Raises ``FileNotFoundError`` (missing ``src``) or ``ValueError`` naming
+    ``src`` (unreadable; backbone keys not exactly those of mmdet ResNet-depth,
+    listing the missing / unexpected / mis-shaped keys; non-finite tensors).
+    """
+    src, dst = str(src), str(dst)
+    extra = dict(meta or {})
+    clash = sorted(set(extra) & set(RESERVED_META_KEYS))
+    if clash:
+        raise ValueError(f'meta keys {clash} are reserved for what extract_backbone records')
+    bad = sorted(str(k) for k, v in extra.items() if not isinstance(k, str) or not _is_plain(v))
+    if bad:
+        raise ValueError(f'meta entries {bad} must have str keys and plain values '
+                         f'(str, int, float, bool, None, lists, tuples, dicts)')
+    if _is_local(src) and osp.exists(dst) and osp.samefile(src, dst):
+        raise ValueError(f'dst {dst} is the source checkpoint itself')
+
+    ckpt = load_checkpoint_file(src)
+    backbone = _strip_prefix(_state_dict(ckpt, src), PREFIX)
+    expected = reference_backbone(depth).state_dict()
+    problems = _mismatches(expected, backbone)
+    if problems:
+        hint = '' if backbone else (f'; it has no {PREFIX!r} keys at all, only '
+                                    f'{_top_prefixes(_state_dict(ckpt, src))}')
+        raise ValueError(f'checkpoint {src}: {PREFIX}* does not match mmdet ResNet(depth={depth}): '
+                         + '; '.join(problems) + hint)
+    nonfinite = [k for k, v in backbone.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if nonfinite:
+        raise ValueError(f'checkpoint {src}: ' + _key_list('tensors with NaN/inf', nonfinite))
+
+    src_meta = ckpt.get('meta') if isinstance(ckpt.get('meta'), dict) else {}
+    fd, note = focused_dropout_settings(src_meta.get('cfg'))
+    record = dict(
+        source=osp.abspath(src) if _is_local(src) else src,
+        source_meta={k: _plain(src_meta[k]) for k in SOURCE_META_KEYS if k in src_meta},
+        backbone=dict(type='mmdet.ResNet', depth=depth),
+        num_tensors=len(expected),
+        focused_dropout=_plain(fd))
+    if note:
+        record['focused_dropout_note'] = note
+    record.update(extra)
+    payload = dict(state_dict={PREFIX + k: backbone[k].detach().clone() for k in expected}, meta=record)
+
+    out_dir = osp.dirname(osp.abspath(dst))
+    os.makedirs(out_dir, exist_ok=True)
+    fd_, tmp = tempfile.mkstemp(prefix='.' + osp.basename(dst), suffix='.tmp', dir=out_dir)
+    os.close(fd_)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, dst)  # readers never see a half-written dst
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+    return payload
+
+
+# strict pretrained init ----------------------------------------------------
+def _is_strict_cfg(cfg: Any) -> bool:
+    return isinstance(cfg, dict) and cfg.get('type') in ('StrictPretrained', StrictPretrainedInit)
+
+
+@WEIGHT_INITIALIZERS.register_module(name='StrictPretrained')
+class StrictPretrainedInit:
+    """``init_cfg=dict(type='StrictPretrained', checkpoint=..., prefix='backbone.')``.
+
+    Like mmengine's ``Pretrained`` but strict: every parameter and buffer of the
+    module (``num_batches_tracked`` included) must be in the checkpoint under
+    ``prefix`` with its shape, and nothing else may be there; otherwise a
+    ``RuntimeError`` names the checkpoint, the prefix and the keys. Modules
+    without state (FocusedDropout plugins) need nothing. ``prefix=None`` or
+    ``''`` takes the whole state_dict.
+
+    mmengine's ``BaseModule.init_weights`` defers only ``type='Pretrained'``
+    until after the children's ``init_weights``; any other type runs first, so
+    a child's own init (e.g. mmcv DCN zeroing its offsets) would overwrite the
+    load. This initializer therefore runs the children's ``init_weights``
+    itself, then loads, then marks the module and its children initialised:
+    the same order and random draws as ``Pretrained``. It must be the module's
+    only ``init_cfg`` entry.
+    """
+
+    def __init__(self, checkpoint, prefix: Optional[str] = PREFIX, map_location='cpu'):
+        self.checkpoint = str(checkpoint)
+        self.prefix = prefix or ''
+        if self.prefix and not self.prefix.endswith('.'):
+            self.prefix += '.'
+        self.map_location = map_location
+
+    def _fail(self, module: nn.Module, detail: str) -> RuntimeError:
+        return RuntimeError(f'StrictPretrained: checkpoint {self.checkpoint} under prefix {self.prefix!r} '
+                            f'does not match {type(module).__name__}: {detail}')
+
+    def __call__(self, module: nn.Module) -> None:
+        own = module.init_cfg if isinstance(getattr(module, 'init_cfg', None), list) else []
+        others = [c for c in own if not _is_strict_cfg(c)]
+        if any(_is_strict_cfg(c) for c in own) and others:
+            raise ValueError(f'{type(module).__name__}.init_cfg: StrictPretrained sets every parameter '
+                             f'and buffer; drop the other entries {others}')
+        state = _strip_prefix(_state_dict(load_checkpoint_file(self.checkpoint, self.map_location),
+                                          self.checkpoint), self.prefix)
+        expected = module.state_dict()
+        problems = _mismatches(expected, state)
+        if problems:  # checked before any init runs: fail fast, leave the module as built
+            raise self._fail(module, '; '.join(problems) + ('' if state else '; no key starts with the prefix'))
+
+        tracking = hasattr(module, '_params_init_info')
+        for child in module.children():  # what BaseModule.init_weights would do before Pretrained
+            if is_model_wrapper(child) and not hasattr(child, 'init_weights'):
+                child = child.module
+            if hasattr(child, 'init_weights') and not getattr(child, 'is_init', False):
+                child.init_weights()
+                if tracking:
+                    update_init_info(child, init_info=f'Initialized by user-defined `init_weights` '
+                                                      f'in {type(child).__name__} ')
+                child.is_init = True  # BaseModule sets it itself; plain modules need it to be skipped
+        print_log(f'load {self.prefix or "all keys"} in {type(module).__name__} from {self.checkpoint} '
+                  f'(strict)', logger='current')
+        module.load_state_dict(state, strict=True)
+        module.is_init = True  # also when reached through a parent's override: no later re-init
+        if tracking:
+            update_init_info(module, init_info=f'StrictPretrainedInit: load from {self.checkpoint}')
