@@ -61,7 +61,7 @@ if [ "$(cat "$VENV/.mmcv-build" 2>/dev/null || true)" = "$MMCV_TAG" ] && "$PY" -
 else
   if ! ls "$WHEEL_DIR"/mmcv-*.whl >/dev/null 2>&1; then
     say "building mmcv $MMCV_VERSION ops ($CUDA_TAG, torch $TORCH_VERSION): about 12 minutes on 2 cores for CPU ops, longer with CUDA ops"
-    say "installing build tools for mmcv (setuptools<70: its setup.py imports pkg_resources; wheel, ninja)"
+    say "installing build tools for mmcv: setuptools<70 (its setup.py imports pkg_resources; pip will warn that torch wants setuptools>=77, restored after the build), wheel, ninja"
     "${PIP[@]}" install "setuptools<70" wheel ninja
     BUILD="$(mktemp -d)"
     "${PIP[@]}" download --no-deps --no-binary :all: --no-build-isolation "mmcv==$MMCV_VERSION" -d "$BUILD" \

@@ -1,0 +1,24 @@
+# RetinaNet R50-FPN on VOC 2007+2012 trainval, VOC2007 test, 11-point mAP: mmdet's stock
+# recipe, with the backbone initialised from the baseline ImageNet pretraining (paper §5.3).
+# The backbone checkpoint comes from tools/extract_backbone.py; it must load every backbone
+# parameter and buffer (StrictPretrained), or initialisation fails naming what is missing.
+# Data root: $VOC_ROOT (default data/VOCdevkit/); checkpoint: $BACKBONE_CKPT.
+_base_ = 'mmdet::pascal_voc/retinanet_r50_fpn_1x_voc0712.py'
+
+custom_imports = dict(imports=['fdrop_mm', 'fdrop_mm.detection'], allow_failed_imports=False)
+
+# CheckedVOCDataset: VOCDataset that stops on a missing path, malformed XML, an unknown class
+# name or a box outside the image, naming the file, where VOCDataset would skip or crash bare.
+data_root = '{{$VOC_ROOT:data/VOCdevkit/}}'
+checked = dict(type='CheckedVOCDataset', data_root=data_root)
+_base_.train_dataloader.dataset.dataset.datasets[0].update(checked)
+_base_.train_dataloader.dataset.dataset.datasets[1].update(checked)
+_base_.val_dataloader.dataset.update(checked)
+_base_.test_dataloader.dataset.update(checked)
+# the stock VOC2007 11-point mAP, plus each class's AP in the metrics
+val_evaluator = dict(type='VOCMetricPerClass')
+test_evaluator = val_evaluator
+
+backbone_checkpoint = '{{$BACKBONE_CKPT:work_dirs/resnet50_8xb32_in1k/backbone.pth}}'
+model = dict(backbone=dict(init_cfg=dict(type='StrictPretrained', checkpoint=backbone_checkpoint,
+                                         prefix='backbone.')))

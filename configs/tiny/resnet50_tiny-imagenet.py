@@ -1,0 +1,31 @@
+# CPU smoke run of the baseline pretraining on the generated tiny ImageNet-format set
+# (tools/make_tiny_data.py): 10 classes of 64x64 images, ResNet-50, 4 epochs.
+# Data root: $TINY_IMAGENET_ROOT, default data/tiny/imagenet.
+_base_ = '../pretrain/resnet50_8xb32_in1k.py'
+
+data_root = '{{$TINY_IMAGENET_ROOT:data/tiny/imagenet}}'
+num_classes = 10
+model = dict(head=dict(num_classes=num_classes, topk=(1, 5)))
+data_preprocessor = dict(num_classes=num_classes)
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='RandomResizedCrop', scale=64, crop_ratio_range=(0.5, 1.0)),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='PackInputs'),
+]
+test_pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
+dataset = dict(data_root=data_root, classes=data_root + '/meta/classes.txt')
+train_dataloader = dict(batch_size=16, num_workers=2, persistent_workers=False,
+                        dataset=dict(**dataset, pipeline=train_pipeline))
+val_dataloader = dict(batch_size=32, num_workers=2, persistent_workers=False,
+                      dataset=dict(**dataset, pipeline=test_pipeline))
+test_dataloader = val_dataloader
+
+max_epochs = 4
+train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=2)
+optim_wrapper = dict(optimizer=dict(lr=0.05))
+param_scheduler = dict(type='MultiStepLR', by_epoch=True, milestones=[3], gamma=0.1)
+auto_scale_lr = dict(enable=False)
+default_hooks = dict(logger=dict(interval=5), checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
+randomness = dict(seed=0)

@@ -1,0 +1,41 @@
+# CPU smoke run of the detection fine-tune on the generated tiny VOCdevkit (192x160 images):
+# small input, a narrow FPN and head, few epochs. The backbone is still the full ResNet-50, so
+# the transfer from the tiny pretraining is the real one.
+# Data root: $TINY_VOC_ROOT (default data/tiny/VOCdevkit/).
+_base_ = '../detection/retinanet_r50_fpn_1x_voc0712_from-baseline.py'
+
+data_root = '{{$TINY_VOC_ROOT:data/tiny/VOCdevkit/}}'
+img_scale = (128, 112)
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='Resize', scale=img_scale, keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=img_scale, keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
+]
+_base_.train_dataloader.dataset.dataset.datasets[0].update(data_root=data_root, pipeline=train_pipeline)
+_base_.train_dataloader.dataset.dataset.datasets[1].update(data_root=data_root, pipeline=train_pipeline)
+_base_.train_dataloader.dataset.times = 1
+_base_.val_dataloader.dataset.update(data_root=data_root, pipeline=test_pipeline)
+_base_.test_dataloader.dataset.update(data_root=data_root, pipeline=test_pipeline)
+train_dataloader = dict(batch_size=4, num_workers=2, persistent_workers=False)
+val_dataloader = dict(num_workers=2, persistent_workers=False)
+test_dataloader = val_dataloader
+
+backbone_checkpoint = '{{$BACKBONE_CKPT:work_dirs/resnet50_tiny-imagenet/backbone.pth}}'
+model = dict(
+    backbone=dict(init_cfg=dict(checkpoint=backbone_checkpoint)),
+    neck=dict(out_channels=64),
+    bbox_head=dict(in_channels=64, feat_channels=64, stacked_convs=2))
+
+max_epochs = 8
+train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
+param_scheduler = [dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[6], gamma=0.1)]
+default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
+randomness = dict(seed=0)

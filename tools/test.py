@@ -1,0 +1,59 @@
+"""Evaluate a checkpoint with an mmdet or mmpretrain config, as their tools/test.py.
+
+``--metrics-out FILE`` additionally writes the metrics as JSON (used by the
+pipeline driver). ``--launcher pytorch`` works without GPUs, as in tools/train.py.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+from mmengine.dist import is_main_process
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+from train import setup_cpu_distributed  # noqa: E402  (tools/ is on sys.path when run as a script)
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Test a classifier or detector checkpoint')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the dir to save logs and metrics')
+    parser.add_argument('--metrics-out', help='write the metrics to this JSON file')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
+                        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def main():
+    args = parse_args()
+    if not osp.isfile(args.checkpoint):
+        raise FileNotFoundError(f'checkpoint: no file {args.checkpoint}')
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+    setup_cpu_distributed(cfg, args.launcher)
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    metrics = runner.test()
+    if args.metrics_out and is_main_process():
+        with open(args.metrics_out, 'w') as f:
+            json.dump({k: float(v) if isinstance(v, (int, float)) else v for k, v in metrics.items()},
+                      f, indent=2)
+        print(f'metrics written to {args.metrics_out}')
+
+
+if __name__ == '__main__':
+    main()
