@@ -53,19 +53,14 @@ def test_malformed_xml_names_the_file(voc):
         build_test_split(voc)
 
 
-def test_unknown_class_names_the_file(voc):
+@pytest.mark.parametrize('tag, value, message', [
+    ('name', 'unicorn', "unknown class name 'unicorn'"),
+    ('xmax', '5000', 'outside the 192x160 image'),
+])
+def test_bad_object_names_the_file(voc, tag, value, message):
     xml = first_annotation(voc)
     text = xml.read_text()
-    name = text.split('<name>', 1)[1].split('</name>', 1)[0]
-    xml.write_text(text.replace(f'<name>{name}</name>', '<name>unicorn</name>', 1))
-    with pytest.raises(ValueError, match=f"{xml.name}: .*unknown class name 'unicorn'"):
-        build_test_split(voc)
-
-
-def test_box_outside_the_image_names_the_file(voc):
-    xml = first_annotation(voc)
-    text = xml.read_text()
-    xmax = text.split('<xmax>', 1)[1].split('</xmax>', 1)[0]
-    xml.write_text(text.replace(f'<xmax>{xmax}</xmax>', '<xmax>5000</xmax>', 1))
-    with pytest.raises(ValueError, match=f'{xml.name}: .*outside the 192x160 image'):
+    old = text.split(f'<{tag}>', 1)[1].split(f'</{tag}>', 1)[0]
+    xml.write_text(text.replace(f'<{tag}>{old}</{tag}>', f'<{tag}>{value}</{tag}>', 1))
+    with pytest.raises(ValueError, match=f'{xml.name}: .*{message}'):
         build_test_split(voc)

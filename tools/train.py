@@ -37,6 +37,19 @@ def parse_args():
     return args
 
 
+def load_config(args) -> Config:
+    """The config with --launcher, --cfg-options and --work-dir applied (shared with test.py)."""
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    return cfg
+
+
 def setup_cpu_distributed(cfg: Config, launcher: str) -> None:
     """Without GPUs, ``--launcher pytorch`` trains with gloo and a CPU-capable DDP wrapper."""
     if launcher != 'pytorch' or torch.cuda.is_available():
@@ -48,15 +61,7 @@ def setup_cpu_distributed(cfg: Config, launcher: str) -> None:
 
 def main():
     args = parse_args()
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
-
+    cfg = load_config(args)
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'
