@@ -34,8 +34,11 @@ model = dict(
     neck=dict(out_channels=64),
     bbox_head=dict(in_channels=64, feat_channels=64, stacked_convs=2))
 
-max_epochs = 8
+# AdamW instead of the stock SGD lr 0.01: in the ~250 steps of a smoke run SGD barely moves a
+# freshly initialised RetinaNet head (VOC07 mAP 0.04 after 8 epochs here, AdamW 0.16).
+optim_wrapper = dict(optimizer=dict(_delete_=True, type='AdamW', lr=1e-3, weight_decay=1e-4))
+max_epochs = 10
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
-param_scheduler = [dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[6], gamma=0.1)]
+param_scheduler = [dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[8], gamma=0.1)]
 default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
 randomness = dict(seed=0)

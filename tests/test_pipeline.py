@@ -1,0 +1,92 @@
+"""The pipeline end to end on tiny data, and multi-process detection training, as a user runs them."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+
+from tests.conftest import REPO
+from tests.test_detection_data import make_tiny_data
+from tests.test_hook import free_port
+
+TINY_DETECTION = REPO / 'configs/tiny/retinanet_r50_fpn_voc0712_tiny.py'
+
+
+def run(cmd, env=None, timeout=1500):
+    proc = subprocess.run([str(c) for c in cmd], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return proc.stdout
+
+
+@pytest.fixture(scope='module')
+def pipeline(tmp_path_factory):
+    root = tmp_path_factory.mktemp('pipeline')
+    stdout = run([sys.executable, 'tools/run_pipeline.py', '--tiny', '--work-dir', root / 'work',
+                  '--data-root', root / 'data'])
+    return root, stdout, json.loads((root / 'work' / 'results.json').read_text())
+
+
+def test_pipeline_learns_and_reports_both_arms(pipeline):
+    root, stdout, results = pipeline
+    rows = {r['arm']: r for r in results['rows']}
+    assert set(rows) == {'baseline', 'fd', 'random-init'}
+    # The detectors learn (an untrained RetinaNet scores 0.0 here). Whether the transferred
+    # backbones beat the random-init floor on this tiny synthetic data is reported, not asserted:
+    # at the time of writing they do not reliably (see the README's pipeline section).
+    for arm in ('baseline', 'fd', 'random-init'):
+        assert 0.02 < rows[arm]['mAP'] <= 1, (arm, rows[arm]['mAP'])
+        assert len(rows[arm]['class_ap']) == 20
+    for arm in ('baseline', 'fd'):
+        assert rows[arm]['top1'] > 30, 'pretraining must beat chance (10 classes) clearly'
+        assert rows[arm]['source_checkpoint'].endswith('epoch_4.pth')
+    table = (root / 'work' / 'results.md').read_text()
+    assert '| baseline |' in table and '| fd |' in table and 'not the paper' in table
+    assert table in stdout
+
+
+def test_detector_backbone_equals_the_extracted_backbone(pipeline):
+    root, _, _ = pipeline
+    backbone_file = root / 'work' / 'seed0' / 'pretrain_fd' / 'backbone.pth'
+    extracted = torch.load(backbone_file)
+    assert extracted['meta']['focused_dropout']['hooks'][0]['participation'] == 0.5
+    init_default_scope('mmdet')
+    from mmdet.registry import MODELS
+    cfg = Config.fromfile(str(TINY_DETECTION))
+    cfg.model.backbone.init_cfg.checkpoint = str(backbone_file)
+    detector = MODELS.build(cfg.model)
+    detector.init_weights()
+    state = detector.backbone.state_dict()
+    assert len(state) == len(extracted['state_dict'])
+    for name, value in state.items():
+        assert torch.equal(value, extracted['state_dict'][f'backbone.{name}']), name
+
+
+def test_rerun_skips_complete_stages(pipeline):
+    root, _, results = pipeline
+    stdout = run([sys.executable, 'tools/run_pipeline.py', '--tiny', '--work-dir', root / 'work',
+                  '--data-root', root / 'data'], timeout=300)
+    assert stdout.count('(complete)') == 5 and '$ ' not in stdout
+    assert json.loads((root / 'work' / 'results.json').read_text()) == results
+
+
+def test_dist_train_two_processes_and_resume(tmp_path):
+    voc = tmp_path / 'VOCdevkit'
+    make_tiny_data.make_voc(voc, seed=0, voc07_trainval=12, voc07_test=4, voc12_trainval=4)
+    work = tmp_path / 'work'
+    options = ['--cfg-options', 'model.backbone.init_cfg=None', 'train_cfg.val_interval=100',
+               'default_hooks.checkpoint.interval=1']
+    env = {'PYTHON': sys.executable, 'TINY_VOC_ROOT': f'{voc}/'}
+    run(['bash', 'tools/dist_train.sh', TINY_DETECTION, 2, '--work-dir', work, *options,
+         'train_cfg.max_epochs=1'], env={**env, 'PORT': str(free_port())}, timeout=600)
+    assert (work / 'epoch_1.pth').is_file()
+    run(['bash', 'tools/dist_train.sh', TINY_DETECTION, 2, '--work-dir', work, '--resume', *options,
+         'train_cfg.max_epochs=2'], env={**env, 'PORT': str(free_port())}, timeout=600)
+    assert (work / 'epoch_2.pth').is_file()
+    logs = sorted(work.glob('*/*.log'))
+    assert len(logs) == 2 and 'resumed epoch: 1' in logs[1].read_text()
+    assert 'Epoch(train) [2]' in logs[1].read_text() and 'Epoch(train) [1]' not in logs[1].read_text()
