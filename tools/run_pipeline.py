@@ -80,6 +80,7 @@ class Pipeline:
                     f'{prefix}IMAGENET_ROOT': str(args.data_root / 'imagenet'),
                     f'{prefix}VOC_ROOT': str(args.data_root / 'VOCdevkit') + '/',
                     'PYTHON': sys.executable,
+                    'GPUS': str(args.gpus),  # read by slurm_train.sh
                     'PYTHONPATH': os.pathsep.join(filter(None, [str(REPO), os.environ.get('PYTHONPATH')]))}
 
     # running -----------------------------------------------------------
@@ -102,7 +103,6 @@ class Pipeline:
         else:
             cmd = ['bash', TOOLS / 'slurm_train.sh', a.partition, work_dir.name, config, work_dir,
                    *extra[2:]]
-            self.env['GPUS'] = str(a.gpus)
         self._run(cmd, work_dir / 'train.out')
         return last_checkpoint(work_dir)
 

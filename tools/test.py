@@ -5,15 +5,14 @@ pipeline driver). ``--launcher pytorch`` works without GPUs, as in tools/train.p
 """
 import argparse
 import json
-import os
 import os.path as osp
 
-from mmengine.config import DictAction
 from mmengine.dist import is_main_process
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from train import load_config, setup_cpu_distributed  # tools/ is on sys.path when run as a script
+# tools/ is on sys.path when run as a script
+from train import add_launch_args, load_config, parse_launch_args, setup_cpu_distributed
 
 
 def parse_args():
@@ -22,14 +21,8 @@ def parse_args():
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='the dir to save logs and metrics')
     parser.add_argument('--metrics-out', help='write the metrics to this JSON file')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, key=value')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
-                        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_launch_args(parser)
+    return parse_launch_args(parser)
 
 
 def main():

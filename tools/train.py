@@ -18,6 +18,21 @@ import fdrop_mm  # noqa: F401  registrations and safe checkpoint loading
 from fdrop_mm.distributed import init_cpu_process_group
 
 
+def add_launch_args(parser: argparse.ArgumentParser) -> None:
+    """Arguments train.py and test.py share, as in mmdet's and mmpretrain's tools."""
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value (e.g. train_cfg.max_iters=100)')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
+                        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def parse_launch_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
 def parse_args():
     parser = argparse.ArgumentParser(description='Train a classifier or detector (mmpretrain / mmdet config)')
     parser.add_argument('config', help='train config file path')
@@ -27,14 +42,8 @@ def parse_args():
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from this checkpoint, or without a path from the latest '
                         'checkpoint in the work directory')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, key=value (e.g. train_cfg.max_iters=100)')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
-                        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_launch_args(parser)
+    return parse_launch_args(parser)
 
 
 def load_config(args) -> Config:
