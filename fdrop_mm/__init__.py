@@ -3,6 +3,8 @@
 - ``fdrop_mm.focused_dropout``: the operator (pure torch): ``focused_mask``, ``FocusedDropout``.
 - ``fdrop_mm.hooks``: ``FocusedDropoutHook``, participation rate and magnified weight decay.
 - ``fdrop_mm.distributed``: DDP on CPU (gloo) for mmengine Runners.
+- ``fdrop_mm.cifar_models``: the paper's CIFAR backbones (registered in mmpretrain's MODELS) and
+  the compared regularisers SpatialDropout and DropBlock2d (root MODELS).
 
 Importing the package (``custom_imports = dict(imports=['fdrop_mm'])``) registers
 FocusedDropout in mmengine's root MODELS (visible from the mmdet and mmpretrain
@@ -13,6 +15,7 @@ torch's weights-only ``torch.load``.
 from mmengine.registry import MODELS
 
 from .checkpoint_safety import allow_mmengine_checkpoints
+from .cifar_models import CifarDenseNet, CifarResNet, CifarVGG, CifarWideResNet
 from .distributed import CPUAwareDistributedDataParallel
 from .focused_dropout import FocusedDropout, focused_mask
 from .hooks import FocusedDropoutHook
@@ -22,4 +25,5 @@ MODELS.register_module(module=FocusedDropout)
 allow_mmengine_checkpoints()
 
 __all__ = ['focused_mask', 'FocusedDropout', 'FocusedDropoutHook', 'CPUAwareDistributedDataParallel',
-           'extract_backbone', 'StrictPretrainedInit']
+           'extract_backbone', 'StrictPretrainedInit', 'CifarResNet', 'CifarVGG', 'CifarDenseNet',
+           'CifarWideResNet']
