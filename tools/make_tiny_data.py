@@ -1,10 +1,13 @@
-"""Deterministic tiny ImageNet and VOCdevkit datasets in their real on-disk formats.
+"""Deterministic tiny ImageNet, VOCdevkit, CIFAR-10/100 and Tiny ImageNet datasets in their
+real on-disk formats.
 
 Usage::
 
-    python tools/make_tiny_data.py --out data/tiny [--seed 0] [--only imagenet|voc] [--force]
+    python tools/make_tiny_data.py --out data/tiny [--seed 0] [--only DATASET ...] [--force]
 
-writes ``<out>/imagenet`` and ``<out>/VOCdevkit``. Every image holds synthetic objects
+writes ``<out>/imagenet`` and ``<out>/VOCdevkit`` (the default ``--only imagenet voc``), and
+with ``--only cifar10 cifar100 tinyimagenet`` ``<out>/cifar10``, ``<out>/cifar100`` and
+``<out>/tiny-imagenet-200``. Every image holds synthetic objects
 whose class is learnable: class ``k`` is drawn as its own shape, fill texture and hue
 (see :func:`glyph`) on a noisy, randomly tinted background, at varied positions and sizes.
 The same parameters and seed give byte-identical files. Each dataset root gets a
@@ -39,11 +42,33 @@ side exceeds 32 pixels, so nothing is dropped or ignored by the stock
 ``mmdet::_base_/datasets/voc0712.py`` filters (``min_size=32, bbox_min_size=32``);
 a config only sets ``data_root='<out>/VOCdevkit/'``. Images are ``--voc-size`` W H
 (default 192x160); the stock pipelines resize them to (1000, 600) regardless.
+
+CIFAR (``<out>/cifar10/cifar-10-batches-py``: ``data_batch_1..5``, ``test_batch``,
+``batches.meta``; ``<out>/cifar100/cifar-100-python``: ``train``, ``test``, ``meta``) as the
+published python pickles: dicts with the same keys, ``data`` uint8 (N, 3072) rows of R, G, B
+planes, the real class names; CIFAR-100's coarse labels are synthetic (fine // 5). Written
+with numpy 2, whose pickles need numpy >= 1.26 to load. The md5 sums differ from the
+published files, so mmpretrain's CIFAR10/CIFAR100 refuse them: load them with
+``fdrop_mm.classification_data``'s ``CheckedCIFAR10``/``CheckedCIFAR100`` and
+``verify_md5=False``, which checks their structure instead.
+
+Tiny ImageNet (``<out>/tiny-imagenet-200``, for ``fdrop_mm.classification_data.TinyImageNet``)::
+
+    wnids.txt (unsorted), words.txt ("<wnid>\\t<name>", with two extra WordNet roots)
+    train/<wnid>/images/<wnid>_<n>.JPEG   train/<wnid>/<wnid>_boxes.txt
+    val/images/val_<n>.JPEG               val/val_annotations.txt
+                                          "<file>\\t<wnid>\\t<x0>\\t<y0>\\t<x1>\\t<y1>"
+    test/images/test_<n>.JPEG             (no labels, as published)
+
+``--tinyimagenet-size`` pixels square (default 64, the real size); the first training image
+of the first class is greyscale, as some published ones are.
 """
 import argparse
 import colorsys
+import functools
 import json
 import math
+import pickle
 import shutil
 import sys
 import zlib
@@ -67,6 +92,7 @@ SHAPES = ('ellipse', 'rectangle', 'triangle', 'diamond', 'cross', 'ring', 'star'
           'hexagon', 'inverted_triangle', 'frame')
 TEXTURES = ('solid', 'hstripes', 'vstripes', 'checker')
 MAX_IMAGENET_CLASSES = 1000
+DATASETS = ('imagenet', 'voc', 'cifar10', 'cifar100', 'tinyimagenet')
 
 
 class TinyDataError(RuntimeError):
@@ -160,11 +186,18 @@ def paint(canvas, rng, class_index, x0, y0, width, height):
     canvas[y0:y0 + height, x0:x0 + width][mask] = fill[mask]
 
 
-def save_jpeg(canvas, rng, path):
-    """Add pixel noise to ``canvas`` and write it as a JPEG at ``path``."""
+def noisy_pixels(canvas, rng):
+    """``canvas`` plus pixel noise, as uint8."""
     pixels = np.clip(canvas + rng.normal(0, 12, size=canvas.shape), 0, 255)
+    return pixels.round().astype(np.uint8)
+
+
+def save_jpeg(canvas, rng, path, grayscale=False):
+    """Add pixel noise to ``canvas`` and write it as a JPEG at ``path`` (single-channel if
+    ``grayscale``, as some of Tiny ImageNet's images are)."""
+    image = Image.fromarray(noisy_pixels(canvas, rng))
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels.round().astype(np.uint8)).save(path, 'JPEG', quality=JPEG_QUALITY)
+    (image.convert('L') if grayscale else image).save(path, 'JPEG', quality=JPEG_QUALITY)
 
 
 def split_rng(seed, tag):
@@ -194,7 +227,9 @@ def imagenet_class_names(num_classes):
     return names
 
 
-def _imagenet_image(rng, class_index, size):
+def object_image(rng, class_index, size):
+    """A size x size canvas with one object of class ``class_index``, and its box
+    (x0, y0, width, height)."""
     canvas = noisy_background(rng, size, size)
     side = rng.uniform(0.35, 0.8) * size
     aspect = rng.uniform(0.75, 1.33)
@@ -203,7 +238,7 @@ def _imagenet_image(rng, class_index, size):
     x0 = int(rng.integers(0, size - width + 1))
     y0 = int(rng.integers(0, size - height + 1))
     paint(canvas, rng, class_index, x0, y0, width, height)
-    return canvas
+    return canvas, (x0, y0, width, height)
 
 
 def write_imagenet(root, seed, num_classes, train_per_class, val_per_class, image_size):
@@ -214,35 +249,42 @@ def write_imagenet(root, seed, num_classes, train_per_class, val_per_class, imag
     for label, wnid in enumerate(wnids):
         for n in range(1, train_per_class + 1):
             relpath = f'{wnid}/{wnid}_{n}.JPEG'
-            save_jpeg(_imagenet_image(rng, label, image_size), rng, root / 'train' / relpath)
+            save_jpeg(object_image(rng, label, image_size)[0], rng, root / 'train' / relpath)
             train_lines.append(f'{relpath} {label}')
     rng = split_rng(seed, 'imagenet/val')
     val_labels = rng.permutation(np.repeat(np.arange(num_classes), val_per_class))
     val_lines = []
     for n, label in enumerate(val_labels.tolist(), start=1):
         filename = f'ILSVRC2012_val_{n:08d}.JPEG'
-        save_jpeg(_imagenet_image(rng, label, image_size), rng, root / 'val' / filename)
+        save_jpeg(object_image(rng, label, image_size)[0], rng, root / 'val' / filename)
         val_lines.append(f'{filename} {label}')
     write_lines(root / 'meta' / 'train.txt', train_lines)
     write_lines(root / 'meta' / 'val.txt', val_lines)
     write_lines(root / 'meta' / 'classes.txt', imagenet_class_names(num_classes))
 
 
-def make_imagenet(root, *, seed=0, num_classes=10, train_per_class=30, val_per_class=10,
-                  image_size=64, force=False):
-    """Make the tiny ImageNet at ``root``; return False if it was already complete."""
+def _make_labelled_images(root, dataset, label, writer, seed, num_classes, train_per_class,
+                          val_per_class, image_size, force):
+    """Validate the parameters of an ImageNet-like set and materialise it with ``writer``."""
     if not 2 <= num_classes <= MAX_IMAGENET_CLASSES:
         raise TinyDataError(f'num_classes must be in [2, {MAX_IMAGENET_CLASSES}], '
                             f'got {num_classes}')
     _require_at_least(0, seed=seed)
     _require_at_least(1, train_per_class=train_per_class, val_per_class=val_per_class)
     if image_size < 16:
-        raise TinyDataError(f'ImageNet image_size must be at least 16, got {image_size}')
-    params = dict(dataset='imagenet', seed=seed, num_classes=num_classes,
+        raise TinyDataError(f'{label} image_size must be at least 16, got {image_size}')
+    params = dict(dataset=dataset, seed=seed, num_classes=num_classes,
                   train_per_class=train_per_class, val_per_class=val_per_class,
                   image_size=image_size)
-    return _materialize(Path(root), params, force, lambda tmp: write_imagenet(
+    return _materialize(Path(root), params, force, lambda tmp: writer(
         tmp, seed, num_classes, train_per_class, val_per_class, image_size))
+
+
+def make_imagenet(root, *, seed=0, num_classes=10, train_per_class=30, val_per_class=10,
+                  image_size=64, force=False):
+    """Make the tiny ImageNet at ``root``; return False if it was already complete."""
+    return _make_labelled_images(root, 'imagenet', 'ImageNet', write_imagenet, seed, num_classes,
+                                 train_per_class, val_per_class, image_size, force)
 
 
 # -------------------------------------------------------------------------------- VOC
@@ -351,6 +393,131 @@ def make_voc(root, *, seed=0, voc07_trainval=60, voc07_test=40, voc12_trainval=4
         tmp, seed, voc07_trainval, voc07_test, voc12_trainval, (image_w, image_h)))
 
 
+# ------------------------------------------------------------------------------ CIFAR
+
+CIFAR_SIZE = 32
+CIFAR_FORMATS = {
+    # folder, training batch files, test file, meta file, label key, meta key of class names
+    'cifar10': dict(folder='cifar-10-batches-py', num_classes=10, label_key='labels',
+                    train_files=[f'data_batch_{n}' for n in range(1, 6)], test_file='test_batch',
+                    meta_file='batches.meta', names_key='label_names'),
+    'cifar100': dict(folder='cifar-100-python', num_classes=100, label_key='fine_labels',
+                     train_files=['train'], test_file='test', meta_file='meta',
+                     names_key='fine_label_names'),
+}
+CIFAR100_COARSE = 20  # synthetic superclasses: coarse label = fine label // 5
+
+
+def cifar_class_names(dataset):
+    """The real CIFAR class names in label order (as mmpretrain's CIFAR datasets list them)."""
+    from mmpretrain.datasets.categories import CIFAR10_CATEGORIES, CIFAR100_CATEGORIES
+    return list(CIFAR10_CATEGORIES if dataset == 'cifar10' else CIFAR100_CATEGORIES)
+
+
+def _cifar_batch(dataset, rng, labels, names, batch_label):
+    """One batch dict with the keys, types and row layout of the published pickles: ``data``
+    is uint8 (N, 3072), each row the red, green then blue 32x32 planes."""
+    images = [noisy_pixels(object_image(rng, label, CIFAR_SIZE)[0], rng) for label in labels]
+    data = np.stack([image.transpose(2, 0, 1).reshape(-1) for image in images])
+    filenames = [f'{names[label]}_s_{int(rng.integers(1, 10 ** 6)):06d}.png' for label in labels]
+    labels = [int(label) for label in labels]
+    if dataset == 'cifar10':
+        return {'batch_label': batch_label, 'labels': labels, 'data': data, 'filenames': filenames}
+    return {'filenames': filenames, 'batch_label': batch_label, 'fine_labels': labels,
+            'coarse_labels': [label // 5 for label in labels], 'data': data}
+
+
+def _write_pickle(path, obj):
+    with open(path, 'wb') as f:
+        pickle.dump(obj, f, protocol=2)
+
+
+def write_cifar(root, dataset, seed, train_per_class, test_per_class):
+    """Write ``<root>/cifar-10-batches-py`` or ``<root>/cifar-100-python``."""
+    spec = CIFAR_FORMATS[dataset]
+    folder = root / spec['folder']
+    folder.mkdir(parents=True)
+    names = cifar_class_names(dataset)
+    classes = np.arange(spec['num_classes'])
+    rng = split_rng(seed, f'{dataset}/train')
+    train_labels = rng.permutation(np.repeat(classes, train_per_class))
+    chunks = np.array_split(train_labels, len(spec['train_files']))
+    for n, (filename, chunk) in enumerate(zip(spec['train_files'], chunks), start=1):
+        batch_label = f'training batch {n} of {len(chunks)}'
+        _write_pickle(folder / filename, _cifar_batch(dataset, rng, chunk, names, batch_label))
+    rng = split_rng(seed, f'{dataset}/test')
+    test_labels = rng.permutation(np.repeat(classes, test_per_class))
+    _write_pickle(folder / spec['test_file'],
+                  _cifar_batch(dataset, rng, test_labels, names, 'testing batch 1 of 1'))
+    if dataset == 'cifar10':
+        meta = {'num_cases_per_batch': len(chunks[0]), 'label_names': names,
+                'num_vis': 3 * CIFAR_SIZE * CIFAR_SIZE}
+    else:
+        meta = {'fine_label_names': names,
+                'coarse_label_names': [f'superclass_{k:02d}' for k in range(CIFAR100_COARSE)]}
+    _write_pickle(folder / spec['meta_file'], meta)
+
+
+def make_cifar(root, dataset, *, seed=0, train_per_class=20, test_per_class=10, force=False):
+    """Make the tiny CIFAR-10 or CIFAR-100 (``dataset``) at ``root``; False if already complete."""
+    if dataset not in CIFAR_FORMATS:
+        raise TinyDataError(f'dataset must be one of {sorted(CIFAR_FORMATS)}, got {dataset!r}')
+    _require_at_least(0, seed=seed)
+    _require_at_least(1, train_per_class=train_per_class, test_per_class=test_per_class)
+    params = dict(dataset=dataset, seed=seed, train_per_class=train_per_class,
+                  test_per_class=test_per_class)
+    return _materialize(Path(root), params, force, lambda tmp: write_cifar(
+        tmp, dataset, seed, train_per_class, test_per_class))
+
+
+# ---------------------------------------------------------------------- Tiny ImageNet
+
+TINY_IMAGENET_FOLDER = 'tiny-imagenet-200'
+WORDNET_ROOTS = ('n00001740\tentity', 'n00001930\tphysical entity')  # words.txt's first lines
+
+
+def _box_fields(box):
+    """Tiny ImageNet's inclusive pixel box "x0 y0 x1 y1" fields."""
+    x0, y0, width, height = box
+    return [x0, y0, x0 + width - 1, y0 + height - 1]
+
+
+def write_tinyimagenet(root, seed, num_classes, train_per_class, val_per_class, image_size):
+    """Write Tiny ImageNet-200's layout under the (new, empty) directory ``root``."""
+    wnids = imagenet_wnids(num_classes)
+    rng = split_rng(seed, 'tinyimagenet/train')
+    write_lines(root / 'wnids.txt', rng.permutation(wnids).tolist())  # unsorted, as published
+    write_lines(root / 'words.txt', [*WORDNET_ROOTS, *(
+        f'{wnid}\t{name}' for wnid, name in zip(wnids, imagenet_class_names(num_classes)))])
+    for label, wnid in enumerate(wnids):
+        boxes = []
+        for n in range(train_per_class):
+            filename = f'{wnid}_{n}.JPEG'
+            canvas, box = object_image(rng, label, image_size)
+            save_jpeg(canvas, rng, root / 'train' / wnid / 'images' / filename,
+                      grayscale=label == 0 and n == 0)  # like the published set's grey images
+            boxes.append('\t'.join(map(str, [filename, *_box_fields(box)])))
+        write_lines(root / 'train' / wnid / f'{wnid}_boxes.txt', boxes)
+    for split in ('val', 'test'):
+        rng = split_rng(seed, f'tinyimagenet/{split}')
+        labels = rng.permutation(np.repeat(np.arange(num_classes), val_per_class)).tolist()
+        annotations = []
+        for n, label in enumerate(labels):
+            filename = f'{split}_{n}.JPEG'
+            canvas, box = object_image(rng, label, image_size)
+            save_jpeg(canvas, rng, root / split / 'images' / filename)
+            annotations.append('\t'.join(map(str, [filename, wnids[label], *_box_fields(box)])))
+        if split == 'val':  # the test split is published without labels
+            write_lines(root / 'val' / 'val_annotations.txt', annotations)
+
+
+def make_tinyimagenet(root, *, seed=0, num_classes=10, train_per_class=10, val_per_class=4,
+                      image_size=64, force=False):
+    """Make the tiny Tiny ImageNet at ``root``; return False if it was already complete."""
+    return _make_labelled_images(root, 'tinyimagenet', 'Tiny ImageNet', write_tinyimagenet, seed,
+                                 num_classes, train_per_class, val_per_class, image_size, force)
+
+
 # ------------------------------------------------------------------- output handling
 
 def _require_at_least(minimum, **values):
@@ -420,11 +587,16 @@ def _materialize(root, params, force, writer):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        description='Write deterministic tiny ImageNet (<out>/imagenet, for mmpretrain) and '
-                    'VOCdevkit (<out>/VOCdevkit, for mmdet) datasets in their real formats.')
+        description='Write deterministic tiny ImageNet (<out>/imagenet, for mmpretrain), '
+                    'VOCdevkit (<out>/VOCdevkit, for mmdet), CIFAR-10/100 (<out>/cifar10, '
+                    '<out>/cifar100) and Tiny ImageNet (<out>/tiny-imagenet-200) datasets in '
+                    'their real formats.')
     parser.add_argument('--out', required=True, type=Path, help='output directory')
     parser.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
-    parser.add_argument('--only', choices=('imagenet', 'voc'), help='make only this dataset')
+    parser.add_argument('--only', nargs='+', choices=DATASETS, default=['imagenet', 'voc'],
+                        metavar='DATASET',
+                        help=f'the datasets to make, of {", ".join(DATASETS)} (default: imagenet '
+                             'voc, what the pretrain-and-detect pipeline needs)')
     parser.add_argument('--force', action='store_true',
                         help='replace a dataset this tool made with other parameters')
     imagenet = parser.add_argument_group('ImageNet')
@@ -433,6 +605,18 @@ def parse_args(argv=None):
     imagenet.add_argument('--imagenet-val-per-class', type=int, default=10, help='default 10')
     imagenet.add_argument('--imagenet-size', type=int, default=64,
                           help='square image side in pixels (default 64)')
+    cifar = parser.add_argument_group('CIFAR-10 and CIFAR-100 (32x32 images)')
+    cifar.add_argument('--cifar10-train-per-class', type=int, default=20, help='default 20')
+    cifar.add_argument('--cifar10-test-per-class', type=int, default=10, help='default 10')
+    cifar.add_argument('--cifar100-train-per-class', type=int, default=5, help='default 5')
+    cifar.add_argument('--cifar100-test-per-class', type=int, default=2, help='default 2')
+    tin = parser.add_argument_group('Tiny ImageNet')
+    tin.add_argument('--tinyimagenet-classes', type=int, default=10, help='default 10')
+    tin.add_argument('--tinyimagenet-train-per-class', type=int, default=10, help='default 10')
+    tin.add_argument('--tinyimagenet-val-per-class', type=int, default=4,
+                     help='also the size of the unlabelled test split (default 4)')
+    tin.add_argument('--tinyimagenet-size', type=int, default=64,
+                     help='square image side in pixels (default 64)')
     voc = parser.add_argument_group('VOC')
     voc.add_argument('--voc07-trainval', type=int, default=60, help='default 60')
     voc.add_argument('--voc07-test', type=int, default=40, help='default 40')
@@ -445,17 +629,29 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     jobs = []
-    if args.only in (None, 'imagenet'):
+    if 'imagenet' in args.only:
         jobs.append((args.out / 'imagenet', lambda root: make_imagenet(
             root, seed=args.seed, num_classes=args.num_classes,
             train_per_class=args.imagenet_train_per_class,
             val_per_class=args.imagenet_val_per_class, image_size=args.imagenet_size,
             force=args.force)))
-    if args.only in (None, 'voc'):
+    if 'voc' in args.only:
         jobs.append((args.out / 'VOCdevkit', lambda root: make_voc(
             root, seed=args.seed, voc07_trainval=args.voc07_trainval,
             voc07_test=args.voc07_test, voc12_trainval=args.voc12_trainval,
             image_size=tuple(args.voc_size), force=args.force)))
+    for dataset in CIFAR_FORMATS:
+        if dataset in args.only:
+            jobs.append((args.out / dataset, functools.partial(
+                make_cifar, dataset=dataset, seed=args.seed, force=args.force,
+                train_per_class=getattr(args, f'{dataset}_train_per_class'),
+                test_per_class=getattr(args, f'{dataset}_test_per_class'))))
+    if 'tinyimagenet' in args.only:
+        jobs.append((args.out / TINY_IMAGENET_FOLDER, lambda root: make_tinyimagenet(
+            root, seed=args.seed, num_classes=args.tinyimagenet_classes,
+            train_per_class=args.tinyimagenet_train_per_class,
+            val_per_class=args.tinyimagenet_val_per_class, image_size=args.tinyimagenet_size,
+            force=args.force)))
     try:
         for path in (args.out, *args.out.parents):
             if path.exists() and not path.is_dir():

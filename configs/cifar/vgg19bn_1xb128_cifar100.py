@@ -1,0 +1,5 @@
+# VGG-19 with batch normalisation on CIFAR-100: paper Table 2's baseline row. tools/run_sweep.py
+# adds the other rows' regulariser to this config (README: the classification tables).
+_base_ = './_base_/cifar100.py'
+
+model = dict(backbone=dict(type='CifarVGG', depth=19), head=dict(in_channels=512))

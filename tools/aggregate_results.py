@@ -1,0 +1,148 @@
+"""Gather the classification runs of tools/run_sweep.py into tables laid out like the paper's
+Tables 1-4 and Fig. 6 (markdown and CSV): mean ± std over seeds of the paper's measure, the
+highest validation top-1 over the whole run (§5: "The highest validation accuracy over the
+full training course is chosen as the result", optimistic), beside the final top-1.
+
+    python tools/aggregate_results.py --table 1 2 3 4 [--work-dir work_dirs/classification]
+
+writes ``<work-dir>/table<key>.md`` and ``.csv`` for each table and prints the markdown. A run
+is ``<work-dir>/<run>/seed<k>``; only runs with the ``done.json`` of a finished sweep run
+count (unfinished ones are listed below the table). Validation results are read from
+mmengine's logs, ``<run>/seed<k>/<timestamp>/vis_data/scalars.json`` (or the
+``<timestamp>.json`` beside it), all timestamps together, so a resumed run counts once.
+"""
+import argparse
+import csv
+import json
+import statistics
+from pathlib import Path
+
+from run_sweep import TABLES
+
+METRIC = 'accuracy/top1'
+
+
+def validation_history(run_dir: Path) -> dict:
+    """{step (the epoch): top-1} of every validation logged in ``run_dir``; where a resumed run
+    repeats a step, the later log wins."""
+    history, logs = {}, []
+    for log_dir in sorted(p for p in run_dir.glob('*/vis_data') if p.is_dir()):
+        log = log_dir / 'scalars.json'
+        if not log.is_file():
+            log = log_dir / f'{log_dir.parent.name}.json'
+        if not log.is_file():
+            continue
+        logs.append(log)
+        for number, line in enumerate(log.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as error:
+                raise ValueError(f'{log}:{number}: not a JSON line ({error})') from error
+            if METRIC in record:
+                history[int(record['step'])] = float(record[METRIC])
+    if not history:
+        looked = ', '.join(map(str, logs)) or f'no <timestamp>/vis_data/scalars.json under {run_dir}'
+        raise ValueError(f'{run_dir}: no validation {METRIC} logged ({looked})')
+    return history
+
+
+def summarize_run(run_dir: Path) -> dict:
+    """The run's best and final validation top-1 and their epochs."""
+    history = validation_history(run_dir)
+    best_step = max(history, key=lambda step: (history[step], -step))
+    final_step = max(history)
+    return dict(best=history[best_step], best_epoch=best_step, final=history[final_step],
+                final_epoch=final_step, validations=len(history))
+
+
+def mean_std(values):
+    """(mean, sample standard deviation or None for a single value)."""
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def format_mean_std(values) -> str:
+    if not values:
+        return '–'
+    mean, std = mean_std(values)
+    return f'{mean:.2f}' if std is None else f'{mean:.2f} ± {std:.2f}'
+
+
+def collect(table, work_dir: Path):
+    """Per cell: the finished runs' summaries by seed, and the unfinished run folders."""
+    results, unfinished = {}, []
+    for cell in table.cells:
+        runs = {}
+        for seed_dir in sorted((work_dir / cell.run).glob('seed*')):
+            if not (seed_dir / 'done.json').is_file():
+                unfinished.append(seed_dir)
+                continue
+            runs[int(seed_dir.name[len('seed'):])] = summarize_run(seed_dir)
+        results[cell] = runs
+    return results, unfinished
+
+
+def markdown(table, results, unfinished) -> str:
+    rows = list(dict.fromkeys(cell.row for cell in table.cells))
+    columns = list(dict.fromkeys(cell.column for cell in table.cells))
+    by_position = {(cell.row, cell.column): cell for cell in table.cells}
+    seeds = sorted({seed for runs in results.values() for seed in runs})
+    lines = [f'## {table.title}', '',
+             f'Top-1 (%), mean ± std over seeds ({", ".join(map(str, seeds)) or "none yet"}); '
+             'each cell: best over the run (the paper\'s measure) / final.', '',
+             '| | ' + ' | '.join(columns) + ' |', '|---|' + '---|' * len(columns)]
+    for row in rows:
+        cells = []
+        for column in columns:
+            runs = results[by_position[row, column]].values() if (row, column) in by_position else []
+            best = format_mean_std([run['best'] for run in runs])
+            final = format_mean_std([run['final'] for run in runs])
+            cells.append('–' if not runs else f'{best} / {final}' + (
+                f' (n={len(runs)})' if len(runs) != len(seeds) else ''))
+        lines.append(f'| {row} | ' + ' | '.join(cells) + ' |')
+    if unfinished:
+        lines += ['', 'Not finished (no done.json), left out: ' + ', '.join(map(str, unfinished))]
+    return '\n'.join(lines) + '\n'
+
+
+def csv_rows(table, results):
+    for cell, runs in results.items():
+        for measure in ('best', 'final'):
+            values = [runs[seed][measure] for seed in sorted(runs)]
+            mean, std = mean_std(values) if values else (None, None)
+            yield dict(table=table.key, row=cell.row, column=cell.column, cell=cell.id,
+                       config=cell.config, run=cell.run, measure=measure, mean=mean, std=std,
+                       n=len(values), seeds=' '.join(map(str, sorted(runs))),
+                       values=' '.join(f'{v:g}' for v in values))
+
+
+def write_tables(tables, work_dir: Path) -> str:
+    """Write ``table<key>.md`` and ``table<key>.csv`` into ``work_dir``; return the markdown."""
+    texts = []
+    for table in tables:
+        results, unfinished = collect(table, work_dir)
+        text = markdown(table, results, unfinished)
+        (work_dir / f'table{table.key}.md').write_text(text)
+        with open(work_dir / f'table{table.key}.csv', 'w', newline='') as f:
+            rows = list(csv_rows(table, results))
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        texts.append(text)
+    return '\n'.join(texts)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--table', nargs='+', required=True, choices=list(TABLES))
+    parser.add_argument('--work-dir', type=Path, default=Path('work_dirs/classification'),
+                        help='the sweep\'s --work-dir (default work_dirs/classification)')
+    args = parser.parse_args(argv)
+    if not args.work_dir.is_dir():
+        raise SystemExit(f'aggregate_results.py: error: {args.work_dir} is not a directory')
+    print(write_tables([TABLES[key] for key in args.table], args.work_dir))
+
+
+if __name__ == '__main__':
+    main()
