@@ -35,14 +35,17 @@ def test_pipeline_learns_and_reports_both_arms(pipeline):
     root, stdout, results = pipeline
     rows = {r['arm']: r for r in results['rows']}
     assert set(rows) == {'baseline', 'fd', 'random-init'}
-    # The detectors learn (an untrained RetinaNet scores 0.0 here). Whether the transferred
-    # backbones beat the random-init floor on this tiny synthetic data is reported, not asserted:
-    # at the time of writing they do not reliably (see the README's pipeline section).
+    # The detectors learn (an untrained RetinaNet scores 0.0 here), and the transfer is worth
+    # something: each pretrained arm clearly beats the detector trained the same way from a random
+    # backbone (seed 0 on the 2-core machine: baseline 0.21, FD 0.23, random init 0.08).
+    floor = rows['random-init']['mAP']
+    assert 0.02 < floor <= 1, floor
+    for arm in ('baseline', 'fd'):
+        assert 1.5 * floor < rows[arm]['mAP'] <= 1, (arm, rows[arm]['mAP'], floor)
     for arm in ('baseline', 'fd', 'random-init'):
-        assert 0.02 < rows[arm]['mAP'] <= 1, (arm, rows[arm]['mAP'])
         assert len(rows[arm]['class_ap']) == 20
     for arm in ('baseline', 'fd'):
-        assert rows[arm]['top1'] > 30, 'pretraining must beat chance (10 classes) clearly'
+        assert rows[arm]['top1'] > 40, 'pretraining must beat chance (20 classes, 5%) clearly'
         assert rows[arm]['source_checkpoint'].endswith('epoch_4.pth')
     table = (root / 'work' / 'results.md').read_text()
     assert '| baseline |' in table and '| fd |' in table and 'not the paper' in table

@@ -11,8 +11,8 @@ _spec = importlib.util.spec_from_file_location('make_tiny_data', TOOL)
 make_tiny_data = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(make_tiny_data)
 
-NUM_CLASSES, TRAIN_PER_CLASS, VAL_PER_CLASS, IMAGENET_SIZE = 10, 30, 10, 64
-VOC07_TRAINVAL, VOC07_TEST, VOC12_TRAINVAL, VOC_W, VOC_H = 60, 40, 40, 192, 160
+NUM_CLASSES, TRAIN_PER_CLASS, VAL_PER_CLASS, IMAGENET_SIZE = 20, 30, 10, 64
+VOC07_TRAINVAL, VOC07_TEST, VOC12_TRAINVAL, VOC_W, VOC_H = 60, 100, 40, 192, 160
 
 
 def _generate(out, seed=0):

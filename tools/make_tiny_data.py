@@ -280,7 +280,7 @@ def _make_labelled_images(root, dataset, label, writer, seed, num_classes, train
         tmp, seed, num_classes, train_per_class, val_per_class, image_size))
 
 
-def make_imagenet(root, *, seed=0, num_classes=10, train_per_class=30, val_per_class=10,
+def make_imagenet(root, *, seed=0, num_classes=20, train_per_class=30, val_per_class=10,
                   image_size=64, force=False):
     """Make the tiny ImageNet at ``root``; return False if it was already complete."""
     return _make_labelled_images(root, 'imagenet', 'ImageNet', write_imagenet, seed, num_classes,
@@ -376,7 +376,7 @@ def write_voc(devkit, seed, voc07_trainval, voc07_test, voc12_trainval, image_si
                      image_w, image_h)
 
 
-def make_voc(root, *, seed=0, voc07_trainval=60, voc07_test=40, voc12_trainval=40,
+def make_voc(root, *, seed=0, voc07_trainval=60, voc07_test=100, voc12_trainval=40,
              image_size=(192, 160), force=False):
     """Make the tiny VOCdevkit at ``root``; return False if it was already complete."""
     _require_at_least(0, seed=seed)
@@ -600,7 +600,8 @@ def parse_args(argv=None):
     parser.add_argument('--force', action='store_true',
                         help='replace a dataset this tool made with other parameters')
     imagenet = parser.add_argument_group('ImageNet')
-    imagenet.add_argument('--num-classes', type=int, default=10, help='default 10')
+    imagenet.add_argument('--num-classes', type=int, default=20,
+                          help='default 20: the 20 VOC classes\' drawings, as ImageNet covers VOC\'s classes')
     imagenet.add_argument('--imagenet-train-per-class', type=int, default=30, help='default 30')
     imagenet.add_argument('--imagenet-val-per-class', type=int, default=10, help='default 10')
     imagenet.add_argument('--imagenet-size', type=int, default=64,
@@ -619,7 +620,7 @@ def parse_args(argv=None):
                      help='square image side in pixels (default 64)')
     voc = parser.add_argument_group('VOC')
     voc.add_argument('--voc07-trainval', type=int, default=60, help='default 60')
-    voc.add_argument('--voc07-test', type=int, default=40, help='default 40')
+    voc.add_argument('--voc07-test', type=int, default=100, help='default 100')
     voc.add_argument('--voc12-trainval', type=int, default=40, help='default 40')
     voc.add_argument('--voc-size', type=int, nargs=2, default=(192, 160), metavar=('W', 'H'),
                      help='image width and height in pixels (default 192 160)')

@@ -39,6 +39,12 @@ model = dict(
 optim_wrapper = dict(optimizer=dict(_delete_=True, type='AdamW', lr=1e-3, weight_decay=1e-4))
 max_epochs = 10
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
-param_scheduler = [dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[8], gamma=0.1)]
+# The stock linear warm-up (500 iterations there, 50 of the ~250 here) is not optional: without
+# it, AdamW's first full-size steps on a pretrained backbone's large activations kill the
+# classification branch (loss_cls never leaves its initial value; VOC07 mAP 0.00 with a frozen
+# pretrained backbone, 0.08 fine-tuned, against 0.19 with the warm-up).
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=50),
+    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[8], gamma=0.1)]
 default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
 randomness = dict(seed=0)
