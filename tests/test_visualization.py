@@ -1,0 +1,292 @@
+"""Pictures of what FocusedDropout does (issue 6): the hook's live mask images, the CAM grid,
+reference-channel histograms and curves, rendered from tiny CPU runs made here."""
+import csv
+import importlib.util
+import json
+import re
+from collections import Counter, defaultdict
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from mmengine.runner import Runner
+from PIL import Image
+
+from fdrop_mm import FocusedDropoutHook, focused_mask
+from fdrop_mm.visualization import LABEL_HEIGHT, MIN_PANEL_SIDE, kept_positions
+from tests.conftest import REPO, classifier_cfg
+
+IMAGE_SIDE = 32  # conftest.write_image_folder
+
+
+def load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(f'{name}_cli', REPO / 'tools' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():
+    """These networks are tiny: a second intra-op thread only adds contention on a shared
+    2-core machine (measured 0.7 s against 0.04 s per training step under load)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope='module')
+def tools():
+    return SimpleNamespace(**{name: load_tool(name) for name in ('vis_cam', 'ref_channel_stats', 'plot_curves')})
+
+
+def train(image_folder: Path, work_dir: Path, epochs: int, **hook) -> SimpleNamespace:
+    """A tiny classifier trained with FocusedDropoutHook, validated and logged every iteration."""
+    evaluation = dict(
+        dataloader=dict(batch_size=16, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=False),
+                        dataset=dict(type='CustomDataset', data_root=str(image_folder),
+                                     pipeline=[dict(type='LoadImageFromFile'), dict(type='PackInputs')])),
+        evaluator=dict(type='Accuracy', topk=(1, )), cfg=dict())
+    cfg = classifier_cfg(
+        image_folder, work_dir,
+        train_cfg=dict(type='EpochBasedTrainLoop', max_epochs=epochs, val_interval=1),
+        **{f'{split}_{key}': value for split in ('val', 'test') for key, value in evaluation.items()},
+        default_hooks=dict(logger=dict(type='LoggerHook', interval=1),
+                           checkpoint=dict(type='CheckpointHook', interval=epochs)),
+        custom_hooks=[dict(type='FocusedDropoutHook', participation=0.5, targets=['backbone.layer3'], **hook)])
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    config = work_dir / 'config.py'
+    runner.cfg.dump(str(config))
+    return SimpleNamespace(work_dir=work_dir, config=str(config), checkpoint=str(work_dir / f'epoch_{epochs}.pth'),
+                           vis_data=Path(runner.log_dir) / 'vis_data')
+
+
+@pytest.fixture(scope='module')
+def runs(image_folder, tmp_path_factory):
+    root = tmp_path_factory.mktemp('vis_runs')
+    return SimpleNamespace(vis=train(image_folder, root / 'vis', epochs=2, vis_interval=2, vis_samples=2),
+                           plain=train(image_folder, root / 'plain', epochs=1))
+
+
+def train_records(vis_data: Path):
+    records = [json.loads(line) for line in (vis_data / 'scalars.json').read_text().splitlines()]
+    return [r for r in records if 'iter' in r]
+
+
+def read_png(path: Path, size) -> np.ndarray:
+    """The RGB pixels of a PNG of the given (width, height) whose content is not constant."""
+    with Image.open(path) as image:
+        assert image.format == 'PNG' and image.size == size
+        pixels = np.asarray(image.convert('RGB'))
+    assert pixels.std() > 5
+    return pixels
+
+
+# live mask pictures (FocusedDropoutHook vis_interval) ----------------------------------
+def test_live_mask_images_every_second_focused_iteration(runs, image_folder):
+    focused = [r['iter'] for r in train_records(runs.vis.vis_data) if r['fd/active'] == 1]
+    assert len(focused) >= 2
+    images = {int(re.fullmatch(r'fd_mask_(\d+)\.png', p.name)[1]): p
+              for p in (runs.vis.vis_data / 'vis_image').iterdir()}
+    assert sorted(images) == focused[1::2]
+
+    panel = MIN_PANEL_SIDE  # 32-pixel inputs are drawn 4x
+    scale = panel // IMAGE_SIDE
+    sources = [np.asarray(Image.open(p).convert('RGB')) for p in sorted(image_folder.glob('*/*.png'))]
+    for path in images.values():
+        pixels = read_png(path, (3 * panel, 2 * (panel + LABEL_HEIGHT)))
+        for row in range(2):  # each "input" panel is one of the training images, un-normalised, in RGB
+            top = row * (panel + LABEL_HEIGHT) + LABEL_HEIGHT
+            shown = pixels[top:top + panel:scale, 0:panel:scale]
+            assert any(np.array_equal(shown, source) for source in sources)
+            kept = pixels[top:top + panel, 2 * panel:3 * panel]
+            assert not np.array_equal(kept, pixels[top:top + panel, 0:panel])  # dropped positions darkened
+
+
+def test_no_mask_images_when_off(runs):
+    assert any(r['fd/active'] == 1 for r in train_records(runs.plain.vis_data))
+    assert not (runs.plain.vis_data / 'vis_image').exists()
+
+
+def test_kept_positions_recovers_the_mask():
+    x = torch.randn(3, 6, 7, 7).relu()
+    x[2] = -x[2].abs()  # no positive activation: FocusedDropout keeps the whole sample
+    mask = focused_mask(x, 0.4)
+    assert torch.equal(kept_positions(x, x * mask), mask[:, 0].bool())
+    assert kept_positions(x, x * mask)[2].all() and not kept_positions(x, x * mask)[0].all()
+
+
+@pytest.mark.parametrize('kwargs, field', [
+    (dict(vis_interval=-1), 'vis_interval'), (dict(vis_interval=1.5), 'vis_interval'),
+    (dict(vis_interval=True), 'vis_interval'), (dict(vis_samples=0), 'vis_samples'),
+    (dict(vis_interval=2, mode='weight_decay_only'), 'vis_interval')])
+def test_vis_parameters_are_validated(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        FocusedDropoutHook(**kwargs)
+
+
+# CAM grid ------------------------------------------------------------------------------
+def cells(pixels: np.ndarray, cell: int, title: int):
+    """{(row, column): image area of the cell} of a vis_cam grid."""
+    rows, cols = pixels.shape[0] // (cell + title), pixels.shape[1] // cell
+    return {(r, c): pixels[r * (cell + title) + title:(r + 1) * (cell + title), c * cell:(c + 1) * cell]
+            for r in range(rows) for c in range(cols)}
+
+
+def test_cam_grid_of_two_classifiers(tools, runs, image_folder, tmp_path, capsys):
+    images = [image_folder / 'class0' / '0.png', image_folder / 'class1' / '0.png']
+    out = tmp_path / 'cam.png'
+    assert tools.vis_cam.main([*map(str, images), '--model', runs.plain.config, runs.plain.checkpoint,
+                               '--model', runs.vis.config, runs.vis.checkpoint, '--labels', 'plain', 'vis',
+                               '--method', 'gradcam++', '--cell-size', '64', '--out', str(out)]) == 0
+    assert f'wrote {out}' in capsys.readouterr().out
+    grid = cells(read_png(out, (3 * 64, 2 * (64 + tools.vis_cam.TITLE_PX))), 64, tools.vis_cam.TITLE_PX)
+    for row in range(2):  # the CAM columns are overlays, not the plain input
+        for column in (1, 2):
+            assert np.abs(grid[row, column].astype(int) - grid[row, 0]).mean() > 10
+
+
+def test_cam_grid_of_a_retinanet_backbone(tools, image_folder, tmp_path, capsys):
+    config = tmp_path / 'retinanet_r18_tiny.py'
+    config.write_text(
+        "_base_ = 'mmdet::retinanet/retinanet_r18_fpn_1x_coco.py'\n"
+        "custom_imports = dict(imports=['fdrop_mm'], allow_failed_imports=False)\n"
+        "model = dict(backbone=dict(init_cfg=None))\n"
+        "test_dataloader = dict(dataset=dict(pipeline=[dict(type='LoadImageFromFile'),\n"
+        "    dict(type='Resize', scale=(96, 96), keep_ratio=True), dict(type='PackDetInputs')]))\n")
+    cfg = Config.fromfile(str(config))
+    init_default_scope('mmdet')
+    from mmdet.registry import MODELS
+    detector = MODELS.build(cfg.model)
+    detector.init_weights()
+    checkpoint = tmp_path / 'retinanet.pth'
+    torch.save({'state_dict': detector.state_dict(), 'meta': {}}, checkpoint)
+
+    folder = tmp_path / 'images'
+    folder.mkdir()
+    for c in range(2):
+        (folder / f'{c}.png').write_bytes((image_folder / f'class{c}' / '0.png').read_bytes())
+    (folder / 'notes.txt').write_text('not an image: a folder lists only image files')
+    out = tmp_path / 'cam_det.png'
+    args = [str(folder), '--model', str(config), str(checkpoint), '--det-topk', '5',
+            '--cell-size', '48', '--out', str(out)]
+    assert tools.vis_cam.main(args) == 0
+    assert f'wrote {out} (2 images x 1 checkpoints' in capsys.readouterr().out
+    read_png(out, (2 * 48, 2 * (48 + tools.vis_cam.TITLE_PX)))
+
+    assert tools.vis_cam.main(args + ['--target-layer', 'backbone.layer9']) == 1
+    assert "--target-layer 'backbone.layer9': no such module in RetinaNet" in capsys.readouterr().err
+
+
+def test_cam_errors_name_the_file(tools, runs, image_folder, tmp_path, capsys):
+    broken = tmp_path / 'broken.png'
+    broken.write_text('not an image')
+    image = str(image_folder / 'class0' / '0.png')
+    model = ['--model', runs.plain.config, runs.plain.checkpoint]
+    out = ['--out', str(tmp_path / 'never.png')]
+    cases = [([image, '--model', runs.plain.config, str(tmp_path / 'nope.pth')] + out,
+              'checkpoint .*nope.pth does not exist'),
+             ([image, '--model', str(tmp_path / 'nope.py'), runs.plain.checkpoint] + out,
+              'config .*nope.py does not exist'),
+             ([str(broken)] + model + out, 'cannot read image .*broken.png'),
+             ([str(tmp_path / 'missing.png')] + model + out, 'image .*missing.png does not exist')]
+    for args, message in cases:
+        assert tools.vis_cam.main(args) == 1
+        assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / 'never.png').exists()
+
+
+# reference-channel statistics ------------------------------------------------------------
+def test_reference_channel_histograms_count_the_correct_images(tools, runs, image_folder, tmp_path, capsys):
+    assert tools.ref_channel_stats.main([runs.vis.config, runs.vis.checkpoint, '--out-dir', str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f'wrote {tmp_path / "ref_channels.csv"}' in out and f'wrote {tmp_path / "ref_channels.png"}' in out
+    with open(tmp_path / 'ref_channels.csv') as f:
+        written = Counter({(int(r['class_index']), int(r['channel'])): int(r['count']) for r in csv.DictReader(f)})
+
+    # independently: mmpretrain's inferencer on the image files, the backbone output hooked
+    from mmpretrain.apis import ImageClassificationInferencer
+    inferencer = ImageClassificationInferencer(model=runs.vis.config, pretrained=runs.vis.checkpoint, device='cpu')
+    features = []
+    inferencer.model.backbone.register_forward_hook(lambda module, args, output: features.append(output[-1]))
+    files = sorted(image_folder.glob('class*/*.png'))
+    predictions = inferencer([str(f) for f in files], batch_size=len(files))
+    channels = torch.cat(features).mean(dim=(2, 3)).argmax(dim=1).tolist()
+    expected = Counter()
+    for path, prediction, channel in zip(files, predictions, channels):
+        label = int(path.parent.name.removeprefix('class'))
+        if prediction['pred_label'] == label:
+            expected[label, channel] += 1
+    assert sum(expected.values()) > 0
+    assert written == expected  # so the counts add up to the correctly classified images
+    assert f'{len(files)} images, {sum(expected.values())} correctly classified, 64 channels' in out
+    read_png(tmp_path / 'ref_channels.png', (2 * 300, 220))  # two classes, one row
+
+
+def test_reference_channel_errors(tools, runs, tmp_path, capsys):
+    assert tools.ref_channel_stats.main([runs.vis.config, runs.vis.checkpoint, '--layer', 'backbone.nope',
+                                         '--out-dir', str(tmp_path)]) == 1
+    assert "--layer 'backbone.nope': no such module" in capsys.readouterr().err
+    assert tools.ref_channel_stats.main([runs.vis.config, str(tmp_path / 'nope.pth')]) == 1
+    assert 'nope.pth does not exist' in capsys.readouterr().err
+
+
+# curves ---------------------------------------------------------------------------------
+def test_curves_of_two_runs_and_keep_ratio_per_epoch(tools, runs, tmp_path, capsys):
+    out = tmp_path / 'curves.png'
+    assert tools.plot_curves.main([str(runs.vis.work_dir), str(runs.plain.work_dir), '--keys', 'loss',
+                                   'accuracy/top1', '--labels', 'vis', 'plain', '--out', str(out)]) == 0
+    assert f'wrote {out}' in capsys.readouterr().out
+    read_png(out, (2 * 420, 300))
+
+    keep = tmp_path / 'keep.png'
+    assert tools.plot_curves.main([str(runs.vis.work_dir), '--keys', 'fd/keep_ratio', '--out', str(keep)]) == 0
+    read_png(keep, (420, 300))
+    per_epoch = defaultdict(list)  # the mean keep ratio of the focused iterations of each epoch
+    for r in train_records(runs.vis.vis_data):
+        if r['fd/active'] == 1:
+            per_epoch[r['epoch']].append(r['fd/keep_ratio'])
+    x, y, unit, _ = tools.plot_curves.ScalarLog(runs.vis.work_dir).series('fd/keep_ratio')
+    assert unit == 'epoch' and x == sorted(per_epoch)
+    assert y == pytest.approx([np.mean(per_epoch[e]) for e in x])
+
+
+def test_curves_error_names_the_log_and_its_keys(tools, runs, tmp_path, capsys):
+    out = tmp_path / 'never.png'
+    assert tools.plot_curves.main([str(runs.plain.work_dir), '--keys', 'loss', 'pascal_voc/mAP',
+                                   '--out', str(out)]) == 1
+    err = capsys.readouterr().err
+    assert str(runs.plain.vis_data / 'scalars.json') in err and "no scalar 'pascal_voc/mAP'" in err
+    assert "'accuracy/top1'" in err and "'loss'" in err and not out.exists()
+    assert tools.plot_curves.main([str(tmp_path / 'nowhere'), '--keys', 'loss']) == 1
+    assert 'nowhere does not exist' in capsys.readouterr().err
+
+
+def test_curves_of_an_iteration_based_run(tools, runs, tmp_path, capsys):
+    """The same records under an iteration-based train_cfg: x is the iteration, and it cannot share
+    an axis with an epoch-based run."""
+    vis_data = tmp_path / 'iter_run' / '20260101_000000' / 'vis_data'
+    vis_data.mkdir(parents=True)
+    (vis_data / 'scalars.json').write_text((runs.plain.vis_data / 'scalars.json').read_text())
+    (vis_data / 'config.py').write_text("train_cfg = dict(type='IterBasedTrainLoop', max_iters=8)\n")
+    x, y, unit, phase = tools.plot_curves.ScalarLog(tmp_path / 'iter_run').series('loss')
+    records = train_records(runs.plain.vis_data)
+    assert (unit, phase) == ('iteration', 'train') and x == [r['iter'] for r in records]
+    assert y == [r['loss'] for r in records]
+    assert tools.plot_curves.main([str(runs.plain.work_dir), str(tmp_path / 'iter_run'), '--keys', 'loss',
+                                   '--out', str(tmp_path / 'never.png')]) == 1
+    assert 'loss: the runs do not share an x axis' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('tool, option', [('vis_cam', '--method'), ('ref_channel_stats', '--data-root'),
+                                          ('plot_curves', '--keys')])
+def test_help(tools, tool, option, capsys):
+    with pytest.raises(SystemExit, match='0'):
+        getattr(tools, tool).main(['--help'])
+    assert option in capsys.readouterr().out

@@ -1,0 +1,154 @@
+"""Training and validation curves of several runs on one plot (paper Fig. 5, Fig. 6b), read from
+mmengine's scalar logs (``<work_dir>/<timestamp>/vis_data/scalars.json``)::
+
+    python tools/plot_curves.py RUN [RUN ...] --keys loss accuracy/top1 fd/keep_ratio \\
+        [--labels baseline fd] [--out work_dirs/curves/curves.png]
+
+RUN is a work dir (all its ``*/vis_data/scalars.json`` in timestamp order, so a resumed run is one
+curve: a later log's record for the same iteration or validation step replaces the earlier one)
+or one scalars.json. One subplot per key, one line per run; every run must log every key.
+
+A key logged in training records (``loss``, ``lr``, ``fd/keep_ratio``, ...) is averaged per epoch
+in epoch-based runs and plotted per logged iteration in iteration-based runs; a validation key
+(``accuracy/top1``, ``pascal_voc/mAP``, ...) at its validation step. Whether a run is
+epoch-based is read from the ``config.py`` mmengine writes beside scalars.json.
+``fd/keep_ratio`` (FocusedDropoutHook) is averaged over the logged iterations that were focused
+(``fd/active`` = 1): the paper's keep ratio of an epoch is the mean over the masks of that epoch
+(§5.2.2); the other records only repeat the latest focused iteration's value.
+"""
+import argparse
+import json
+import os.path as osp
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, List
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # the repo, when not installed
+
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+from mmengine.config import Config  # noqa: E402
+
+from fdrop_mm.visualization import save_figure, subplot_grid  # noqa: E402
+
+SUBPLOT_PX = (420, 300)  # width, height of one key's plot
+KEEP_RATIO, ACTIVE = 'fd/keep_ratio', 'fd/active'
+BOOKKEEPING = {'epoch', 'iter', 'step'}
+
+
+class ScalarLog:
+    """The merged training and validation records of one run."""
+
+    def __init__(self, run: Path) -> None:
+        if run.is_dir():
+            self.files = sorted(run.glob('*/vis_data/scalars.json'))
+            if not self.files:
+                raise FileNotFoundError(f'{run} has no */vis_data/scalars.json (is it an mmengine work dir?)')
+        elif run.is_file():
+            self.files = [run]
+        else:
+            raise FileNotFoundError(f'log {run} does not exist')
+        self.name = str(run)
+        train, val = {}, {}
+        for path in self.files:
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f'{path}:{number}: not a JSON record ({e.msg})') from None
+                if 'iter' in record:
+                    train[record['iter']] = record
+                else:
+                    val[record['step']] = record
+        self.train = [train[i] for i in sorted(train)]
+        self.val = [val[s] for s in sorted(val)]
+        config = self.files[-1].parent / 'config.py'
+        if not config.is_file():
+            raise FileNotFoundError(f'{config} is missing: plot_curves reads train_cfg from it to know whether '
+                                    f'{self.files[-1]} counts validation steps in epochs or iterations')
+        train_cfg = Config.fromfile(str(config), import_custom_modules=False).get('train_cfg') or {}
+        self.by_epoch = (train_cfg.get('type') == 'EpochBasedTrainLoop' if 'type' in train_cfg
+                         else bool(train_cfg.get('by_epoch', False)))
+
+    def keys(self) -> List[str]:
+        return sorted({k for r in self.train + self.val for k in r} - BOOKKEEPING)
+
+    def series(self, key: str):
+        """(x, y, x unit, phase) of one key."""
+        train = [r for r in self.train if key in r]
+        if key == KEEP_RATIO:
+            focused = [r for r in train if r.get(ACTIVE, 1.0) == 1.0]
+            skipped = sorted({r['epoch'] for r in train} - {r['epoch'] for r in focused})
+            if self.by_epoch and focused and skipped:
+                print(f'note: {self.name}: no logged focused iteration in epochs {skipped}, no {key} point there')
+            train = focused
+        if train:
+            if not self.by_epoch:
+                return [r['iter'] for r in train], [r[key] for r in train], 'iteration', 'train'
+            per_epoch: Dict[int, List[float]] = defaultdict(list)
+            for r in train:
+                per_epoch[r['epoch']].append(r[key])
+            epochs = sorted(per_epoch)
+            return epochs, [sum(per_epoch[e]) / len(per_epoch[e]) for e in epochs], 'epoch', 'train, mean per epoch'
+        val = [r for r in self.val if key in r]
+        if val:
+            return [r['step'] for r in val], [r[key] for r in val], 'epoch' if self.by_epoch else 'iteration', 'val'
+        if any(key in r for r in self.train):
+            raise ValueError(f'{self.name}: {KEEP_RATIO} is logged only on iterations with {ACTIVE} = 0; '
+                             'no logged iteration was a focused one (log more often: logger interval)')
+        files = ', '.join(map(str, self.files))
+        raise ValueError(f'{files}: no scalar {key!r}; it has {self.keys()}')
+
+
+def plot(logs: List[ScalarLog], labels: List[str], keys: List[str], out: Path) -> None:
+    """One subplot per key, up to 3 per row; the PNG is (columns * 420) x (rows * 300) pixels."""
+    series = {key: [log.series(key) for log in logs] for key in keys}  # all errors before drawing
+    for key, runs in series.items():
+        if len({unit for _, _, unit, _ in runs}) > 1:
+            units = ', '.join(f'{log.name}: {unit}' for log, (_, _, unit, _) in zip(logs, runs))
+            raise ValueError(f'{key}: the runs do not share an x axis ({units}); plot them separately')
+    fig, axes = subplot_grid(len(keys), 3, SUBPLOT_PX)
+    for ax, key in zip(axes, keys):
+        for label, (x, y, unit, phase) in zip(labels, series[key]):
+            ax.plot(x, y, marker='o' if len(x) <= 30 else None, markersize=3, label=label)
+        ax.set_title(f'{key} ({phase})', fontsize=9)
+        ax.set_xlabel(unit, fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, out)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     epilog=__doc__.split('\n\n', 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('runs', nargs='+', type=Path, help='work dirs or scalars.json files')
+    parser.add_argument('--keys', nargs='+', required=True,
+                        help='scalars to plot, e.g. loss accuracy/top1 fd/keep_ratio pascal_voc/mAP')
+    parser.add_argument('--labels', nargs='+', help='legend labels (default: the run paths)')
+    parser.add_argument('--out', type=Path, default=Path('work_dirs/curves/curves.png'),
+                        help='output PNG (default work_dirs/curves/curves.png)')
+    args = parser.parse_args(argv)
+    if args.labels is not None and len(args.labels) != len(args.runs):
+        parser.error(f'--labels: {len(args.labels)} labels for {len(args.runs)} runs')
+    args.labels = args.labels or [str(run) for run in args.runs]
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        logs = [ScalarLog(run) for run in args.runs]
+        plot(logs, args.labels, args.keys, args.out)
+    except (FileNotFoundError, ValueError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 1
+    print(f'wrote {args.out} ({", ".join(args.keys)} of {len(logs)} runs)')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
