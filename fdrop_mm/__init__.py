@@ -14,7 +14,7 @@ torch's weights-only ``torch.load``.
 """
 from mmengine.registry import MODELS
 
-from .checkpoint_safety import allow_mmengine_checkpoints
+from .checkpoint_safety import allow_mmengine_checkpoints, name_unreadable_checkpoints
 from .cifar_models import CifarDenseNet, CifarResNet, CifarVGG, CifarWideResNet
 from .distributed import CPUAwareDistributedDataParallel
 from .focused_dropout import FocusedDropout, focused_mask
@@ -23,6 +23,7 @@ from .transfer import StrictPretrainedInit, extract_backbone
 
 MODELS.register_module(module=FocusedDropout)
 allow_mmengine_checkpoints()
+name_unreadable_checkpoints()
 
 __all__ = ['focused_mask', 'FocusedDropout', 'FocusedDropoutHook', 'CPUAwareDistributedDataParallel',
            'extract_backbone', 'StrictPretrainedInit', 'CifarResNet', 'CifarVGG', 'CifarDenseNet',

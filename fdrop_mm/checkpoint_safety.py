@@ -9,12 +9,18 @@ run code, this allow-lists exactly those globals. A training checkpoint pickles
 HistoryBuffer's statistics methods as ``getattr(HistoryBuffer, 'mean')``; the
 builtin ``getattr`` would reach anything, so ``builtins.getattr`` is bound to a
 stand-in that resolves only those methods.
+
+A checkpoint that cannot be read (truncated, not a checkpoint) raises an error
+naming the file, on every path mmengine loads local files through (resume,
+``load_from``, ``init_cfg=Pretrained``); torch's own message names none.
 """
 import pickle
+import zipfile
 
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
+from mmengine.runner.checkpoint import CheckpointLoader, load_from_local
 
 HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
 NUMERIC_DTYPES = (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16,
@@ -42,3 +48,16 @@ def allow_mmengine_checkpoints() -> None:
         np._core.multiarray.scalar,
         *(type(np.dtype(t)) for t in NUMERIC_DTYPES),
     ])
+
+
+def load_local_checkpoint_naming_the_file(filename, map_location):
+    """mmengine's local-file loader, with the file named when it cannot be read."""
+    try:
+        return load_from_local(filename, map_location)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile) as error:
+        raise type(error)(f'cannot read checkpoint {filename}: {error}') from error
+
+
+def name_unreadable_checkpoints() -> None:
+    """Make mmengine's loader of local checkpoint files name a file it cannot read."""
+    CheckpointLoader.register_scheme(prefixes='', force=True)(load_local_checkpoint_naming_the_file)

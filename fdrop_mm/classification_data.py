@@ -1,5 +1,6 @@
 """mmpretrain dataset adapters for the paper's classification experiments (§5.1): CIFAR-10/100
-with an explicit alternative to the md5 check, and Tiny ImageNet-200 in its distributed layout.
+with an explicit alternative to the md5 check, Tiny ImageNet-200 in its distributed layout, and
+ImageNet that refuses an empty split (§5.3's pretraining).
 
 Imported by the classification configs (``custom_imports``); registers in mmpretrain's DATASETS.
 """
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from mmengine.logging import MMLogger
-from mmpretrain.datasets import CIFAR10, CIFAR100, BaseDataset
+from mmpretrain.datasets import CIFAR10, CIFAR100, BaseDataset, ImageNet
 from mmpretrain.datasets.utils import check_md5
 from mmpretrain.registry import DATASETS
 
@@ -120,6 +121,19 @@ class CheckedCIFAR100(_CheckedCIFAR, CIFAR100):
 
 
 WNID = re.compile(r'n\d{8}')
+
+
+@DATASETS.register_module()
+class CheckedImageNet(ImageNet):
+    """mmpretrain's ImageNet, but an empty split is an error naming its annotation file or
+    folder (mmpretrain fails later with numpy's "need at least one array to concatenate")."""
+
+    def load_data_list(self):
+        data_list = super().load_data_list()
+        if not data_list:
+            source = self.ann_file or self.img_prefix
+            raise ValueError(f'{type(self).__name__}: no images listed in {source}')
+        return data_list
 
 
 @DATASETS.register_module()

@@ -13,14 +13,25 @@ from mmdet.registry import DATASETS, METRICS
 @DATASETS.register_module()
 class CheckedVOCDataset(VOCDataset):
     """mmdet's VOCDataset, failing loudly instead of quietly: a missing data root or image
-    list, malformed XML, an unknown class name (VOCDataset skips those objects silently) or a
-    box outside the image raise an error naming the file."""
+    list, an empty image list (mmengine would fail later with numpy's "need at least one
+    array to concatenate"), malformed XML, an unknown class name (VOCDataset skips those
+    objects silently) or a box outside the image raise an error naming the file."""
 
     def load_data_list(self):
         for field, path in (('data_root', self.data_root), ('ann_file', self.ann_file)):
             if not osp.exists(path):
                 raise FileNotFoundError(f'{type(self).__name__}: {field} {path} does not exist')
-        return super().load_data_list()
+        data_list = super().load_data_list()
+        if not data_list:
+            raise ValueError(f'{type(self).__name__}: ann_file {self.ann_file} lists no image ids')
+        return data_list
+
+    def filter_data(self):
+        kept = super().filter_data()
+        if not kept:
+            raise ValueError(f'{type(self).__name__}: filter_cfg {self.filter_cfg} removed all '
+                             f'{len(self.data_list)} images of {self.ann_file}')
+        return kept
 
     def parse_data_info(self, img_info: dict):
         try:

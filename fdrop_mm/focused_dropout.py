@@ -10,16 +10,22 @@ from typing import Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 __all__ = ['focused_mask', 'FocusedDropout']
+
+# integer dtype of the same width, to zero dropped units bitwise (see _zero_dropped)
+_SAME_WIDTH_INT = {torch.float16: torch.int16, torch.bfloat16: torch.int16,
+                   torch.float32: torch.int32, torch.float64: torch.int64}
 
 
 def _check_input(x: Tensor) -> None:
     if not isinstance(x, Tensor) or x.dim() != 4:
         shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
         raise ValueError(f'FocusedDropout expects x of shape (N, C, H, W), got {shape}')
-    if not x.is_floating_point():
-        raise TypeError(f'FocusedDropout expects a floating-point x, got dtype {x.dtype}')
+    if x.dtype not in _SAME_WIDTH_INT:
+        raise TypeError(f'FocusedDropout expects a floating-point x (float16, bfloat16, float32 or '
+                        f'float64), got dtype {x.dtype}')
 
 
 def _check_gamma_range(low: float, high: float, field: str = 'gamma_range') -> None:
@@ -30,34 +36,64 @@ def _check_gamma_range(low: float, high: float, field: str = 'gamma_range') -> N
 
 
 @torch.no_grad()
-def _mask(x: Tensor, gamma: Tensor) -> Tensor:
-    """The (N, 1, H, W) mask for validated inputs; ``gamma`` is a (N,) tensor on x's device.
+def _keep(x: Tensor, gamma: Tensor) -> Tensor:
+    """The (N, 1, H, W) bool mask for validated inputs; ``gamma`` is a (N,) tensor on x's device.
 
-    One pass over x for the channel means (Eq. 1), a gather of the reference
-    channel (Eq. 2), its spatial max (Eq. 3) and the threshold (Eq. 4). The
-    means and the comparison run in float32 (float64 for float64 input), so
+    One read of x for the channel sums (Eq. 1; the argmax of sums is the argmax of
+    means), a gather of the reference channel (Eq. 2), its spatial max (Eq. 3) and
+    the threshold (Eq. 4), all in float32 (float64 for float64 input), so
     half-precision input gives the float32 mask up to the rounding of x itself.
+    Non-finite input gets a defined mask: a channel whose sum is NaN is never the
+    reference (unless all are), the peak positions are always kept (so an +inf
+    peak, whose threshold γ·inf keeps nothing, keeps its +inf positions), and a
+    sample whose peak is <= 0 or NaN keeps everything.
     """
-    n = x.shape[0]
+    n, _, h, w = x.shape
     compute_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    channel_means = x.mean(dim=(2, 3), dtype=compute_dtype)  # (N, C)
-    reference = x[torch.arange(n, device=x.device), channel_means.argmax(dim=1)]  # (N, H, W)
-    reference = reference.to(compute_dtype)
-    peak = reference.amax(dim=(1, 2), keepdim=True)  # (N, 1, 1)
-    keep = reference > gamma.to(compute_dtype).view(n, 1, 1) * peak
+    sums = x.sum(dim=(2, 3), dtype=compute_dtype)  # (N, C); no copy of x for float32/64
+    sums = sums.nan_to_num(nan=-float('inf'), posinf=float('inf'), neginf=-float('inf'))
+    channel = sums.argmax(dim=1)  # first index on ties
+    reference = x.flatten(2).gather(1, channel.view(n, 1, 1).expand(n, 1, h * w)).to(compute_dtype)
+    peak = reference.amax(dim=2, keepdim=True)  # (N, 1, 1)
     # A reference channel with max <= 0 has no "focused area" (Eq. 4's threshold
     # would be >= its max, or flip sign); keep the sample whole instead of
     # dropping every unit, which would zero its signal and its gradient.
-    keep |= peak <= 0
-    return keep.unsqueeze(1).to(x.dtype)
+    keep = (reference > gamma.to(compute_dtype).view(n, 1, 1) * peak) | (reference == peak) | ~(peak > 0)
+    return keep.view(n, 1, h, w)
+
+
+def _zero_dropped(t: Tensor, keep_bits: Tensor) -> Tensor:
+    """``t`` where ``keep_bits`` is all ones, +0.0 where it is 0: a bitwise AND on the
+    float's bits, as fast as a multiply, but a dropped ±inf or NaN becomes 0 (a
+    multiply by the mask would turn a dropped inf into NaN)."""
+    return (t.view(keep_bits.dtype) & keep_bits).view(t.dtype)
+
+
+class _ApplyMask(torch.autograd.Function):
+    """x masked by a broadcast (N, 1, H, W) mask; the backward masks the gradient
+    the same way and saves only the mask, not x."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, keep_bits: Tensor) -> Tensor:
+        ctx.save_for_backward(keep_bits)
+        return _zero_dropped(x, keep_bits)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        keep_bits, = ctx.saved_tensors
+        return _zero_dropped(grad, keep_bits), None
 
 
 def focused_mask(x: Tensor, gamma: Union[float, Tensor]) -> Tensor:
     """FocusedDropout's binary spatial mask (§4, Eqs. 1-4).
 
     For each sample n: k = argmax_c mean_{i,j} x[n, c] (first index on ties);
-    mask[n, 0, i, j] = 1 where x[n, k, i, j] > gamma[n] * max_{i,j} x[n, k], else 0.
+    mask[n, 0, i, j] = 1 where x[n, k, i, j] > gamma[n] * max_{i,j} x[n, k], else 0,
+    and 1 at the maximum itself (so gamma = 1 keeps the peak rather than nothing).
     A sample whose reference channel has max <= 0 keeps every position.
+    Non-finite x: channels with a NaN mean are not chosen as reference (unless
+    all are); an +inf peak keeps the +inf positions; a NaN peak keeps everything.
 
     Args:
         x: (N, C, H, W) floating tensor, any memory format.
@@ -77,7 +113,7 @@ def focused_mask(x: Tensor, gamma: Union[float, Tensor]) -> Tensor:
     else:
         _check_gamma_range(float(gamma), float(gamma), field='gamma')
         gamma = torch.full((n,), float(gamma), device=x.device)
-    return _mask(x, gamma)
+    return _keep(x, gamma).to(x.dtype)
 
 
 class FocusedDropout(nn.Module):
@@ -93,11 +129,19 @@ class FocusedDropout(nn.Module):
         in_channels: accepted and ignored, because mmcv's ``build_plugin_layer``
             (mmdet ResNet's ``plugins=``) always passes it.
 
-    Kept units are not rescaled: the paper multiplies by the mask only. The module
-    is the identity in eval mode and while ``active`` is False; used alone it is
-    always active, and ``FocusedDropoutHook`` switches it per iteration (the
-    participation rate, §4). ``last_keep_ratio`` holds, as a 0-dim tensor (no
-    device sync), the fraction of positions the latest active forward kept.
+    Kept units are not rescaled: the paper multiplies by the mask only. Dropped
+    units are exactly 0, also where x is ±inf or NaN; kept units are x unchanged,
+    NaN and inf included, so FocusedDropout never creates a NaN (see
+    ``focused_mask`` for the mask of non-finite input). The gradient is the
+    upstream gradient at kept units and 0 at dropped ones.
+
+    The module is the identity in eval mode and while ``active`` is False; used
+    alone it is always active, and ``FocusedDropoutHook`` switches it per
+    iteration (the participation rate, §4). γ comes from torch's global RNG,
+    or, after ``seed_gamma(seed)``, from a generator seeded with it (the hook
+    does this per iteration, so a resumed run draws the same γ as an
+    uninterrupted one). ``last_keep_ratio`` holds, as a 0-dim tensor (no device
+    sync), the fraction of positions the latest active forward kept.
     """
 
     def __init__(self,
@@ -111,18 +155,31 @@ class FocusedDropout(nn.Module):
         self.opposite = bool(opposite)
         self.active = True
         self.last_keep_ratio: Optional[Tensor] = None
+        self._gamma_seed: Optional[int] = None
+        self._generator: Optional[torch.Generator] = None
+
+    def seed_gamma(self, seed: Optional[int]) -> None:
+        """Draw γ from a generator seeded with ``seed`` from the next forward on,
+        continuing it over later forwards; ``None``: torch's global RNG."""
+        self._gamma_seed = seed
+        self._generator = None
+
+    def _draw_gamma(self, x: Tensor) -> Tensor:
+        if self._gamma_seed is not None and self._generator is None:
+            self._generator = torch.Generator(device=x.device).manual_seed(self._gamma_seed)
+        low, high = self.gamma_range
+        return torch.empty(x.shape[0], device=x.device).uniform_(low, high, generator=self._generator)
 
     def forward(self, x: Tensor) -> Tensor:
         if not (self.training and self.active):
             return x
         _check_input(x)
-        low, high = self.gamma_range
-        gamma = torch.empty(x.shape[0], device=x.device).uniform_(low, high)
-        mask = _mask(x, gamma)
+        keep = _keep(x, self._draw_gamma(x))
         if self.opposite:
-            mask = 1 - mask
-        self.last_keep_ratio = mask.detach().float().mean()
-        return x * mask
+            keep = ~keep
+        self.last_keep_ratio = keep.count_nonzero() / keep.numel()
+        keep_bits = keep.to(_SAME_WIDTH_INT[x.dtype]).neg_()  # True -> all ones
+        return _ApplyMask.apply(x, keep_bits)
 
     def extra_repr(self) -> str:
         return f'gamma_range={self.gamma_range}, opposite={self.opposite}'

@@ -4,13 +4,14 @@ import functools
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
-from mmengine.dist import broadcast_object_list
+from mmengine.dist import broadcast_object_list, is_main_process
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 from torch import nn
 
 from .focused_dropout import FocusedDropout
+from .visualization import MaskSnapshot
 
 MODES = ('focused', 'opposite', 'weight_decay_only')
 
@@ -47,7 +48,16 @@ class FocusedDropoutHook(Hook):
             (seed, s), so all DDP ranks agree without communication and a resumed
             run repeats an uninterrupted run's sequence. ``None`` takes rank 0's
             runner seed (broadcast once before training; mmengine restores it on
-            resume).
+            resume). On focused iterations the modules draw γ from a generator
+            seeded with (seed, iteration, rank, module), not from torch's global
+            RNG (which mmengine does not restore), so a resumed run draws the same γ.
+        vis_interval: every ``vis_interval``-th focused iteration, send the first
+            ``vis_samples`` samples' input image, reference channel and kept
+            positions (of the first FocusedDropout module) to the runner's
+            visualizer as ``fd_mask`` (TensorBoard, or ``vis_data/vis_image``
+            with the LocalVisBackend); 0 turns it off. See
+            ``fdrop_mm.visualization.MaskSnapshot``.
+        vis_samples: how many samples of the batch to draw.
 
     With the modules already in the model (``targets=None``), their
     ``gamma_range`` and ``opposite`` must agree with the hook's: a disagreement
@@ -70,7 +80,9 @@ class FocusedDropoutHook(Hook):
                  targets: Optional[Sequence[str]] = None,
                  gamma_range: Tuple[float, float] = (0.3, 0.6),
                  mode: str = 'focused',
-                 seed: Optional[int] = None) -> None:
+                 seed: Optional[int] = None,
+                 vis_interval: int = 0,
+                 vis_samples: int = 4) -> None:
         if not 0.0 <= float(participation) <= 1.0:
             raise ValueError(f'participation must lie in [0, 1], got {participation}')
         if float(weight_decay_multiplier) < 0:
@@ -84,11 +96,21 @@ class FocusedDropoutHook(Hook):
             raise ValueError("targets must be None with mode='weight_decay_only' (it applies no mask)")
         if targets is not None and len(targets) == 0:
             raise ValueError('targets must name at least one module, or be None')
+        if isinstance(vis_interval, bool) or not isinstance(vis_interval, int) or vis_interval < 0:
+            raise ValueError(f'vis_interval must be an int >= 0 (0: off), got {vis_interval!r}')
+        if isinstance(vis_samples, bool) or not isinstance(vis_samples, int) or vis_samples < 1:
+            raise ValueError(f'vis_samples must be an int >= 1, got {vis_samples!r}')
+        if vis_interval and mode == 'weight_decay_only':
+            raise ValueError("vis_interval must be 0 with mode='weight_decay_only' (it applies no mask to draw)")
         self.participation = float(participation)
         self.weight_decay_multiplier = float(weight_decay_multiplier)
         self.targets = list(targets) if targets is not None else None
         self.mode = mode
         self.seed = seed
+        self.vis_interval = vis_interval
+        self.vis_samples = vis_samples
+        self._focused_iters = 0
+        self._snapshot: Optional[MaskSnapshot] = None
         # builds and validates gamma_range now, not at the first iteration
         self._template = FocusedDropout(gamma_range=gamma_range, opposite=mode == 'opposite')
         self._modules: List[FocusedDropout] = []
@@ -102,6 +124,11 @@ class FocusedDropoutHook(Hook):
         if self.participation <= 0.0:
             return False
         return bool(np.random.default_rng([self._seed, step]).random() < self.participation)
+
+    def gamma_seed(self, iteration: int, rank: int, index: int) -> int:
+        """Seed of FocusedDropout module ``index``'s γ at ``iteration`` on ``rank``: a pure
+        function of (seed, iteration, rank, index), so a resumed run draws the same γ."""
+        return int(np.random.SeedSequence([self._seed, iteration, rank, index, 0xFD]).generate_state(1)[0])
 
     # setup ---------------------------------------------------------------
     def before_train(self, runner) -> None:
@@ -190,9 +217,15 @@ class FocusedDropoutHook(Hook):
         accumulation = getattr(runner.optim_wrapper, '_accumulative_counts', 1)
         self._focused_step = self.is_focused_step(runner.iter // accumulation)
         mask_on = self._focused_step and self.mode != 'weight_decay_only'
-        for module in self._modules:
+        for index, module in enumerate(self._modules):
             module.active = mask_on
             module.last_keep_ratio = None
+            module.seed_gamma(self.gamma_seed(runner.iter, runner.rank, index) if mask_on else None)
+        if mask_on and self.vis_interval:
+            self._focused_iters += 1
+            if self._focused_iters % self.vis_interval == 0 and is_main_process():
+                model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+                self._snapshot = MaskSnapshot(model, self._modules[0], self.vis_samples)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         hub = runner.message_hub
@@ -203,6 +236,10 @@ class FocusedDropoutHook(Hook):
         ratios = [m.last_keep_ratio for m in self._modules if m.last_keep_ratio is not None]
         if ratios:  # only on focused iterations: the .item() below syncs
             hub.update_scalar('train/fd/keep_ratio', float(sum(ratios).item()) / len(ratios))
+        if self._snapshot is not None:
+            runner.visualizer.add_image('fd_mask', self._snapshot.render(), step=runner.iter + 1)
+            self._snapshot.remove()
+            self._snapshot = None
         for module in self._modules:
             module.active = False
         self._focused_step = False

@@ -19,7 +19,7 @@ def reference_mask(x, gammas):
         peak = ref.max().item()
         for i in range(h):
             for j in range(w):
-                if peak <= 0 or ref[i, j].item() > gammas[s] * peak:
+                if peak <= 0 or ref[i, j].item() > gammas[s] * peak or ref[i, j].item() == peak:
                     out[s, 0, i, j] = 1
     return out
 
@@ -73,6 +73,11 @@ def test_reference_channel_is_first_maximal_mean_and_peak_always_kept():
 def test_threshold_is_strict():
     x = torch.tensor([[[[1.0, 0.5], [0.25, 0.0]]]])
     assert focused_mask(x, 0.5)[0, 0].tolist() == [[1.0, 0.0], [0.0, 0.0]]
+
+
+def test_gamma_one_keeps_the_peak_positions():
+    x = torch.tensor([[[[2.0, 1.0], [2.0, 0.5]]]])
+    assert focused_mask(x, 1.0)[0, 0].tolist() == [[1.0, 0.0], [1.0, 0.0]]
 
 
 @pytest.mark.parametrize('fill', [0.0, -1.0])
@@ -130,6 +135,31 @@ def test_gradient_is_zero_on_dropped_and_upstream_on_kept():
     mask = focused_mask(x.detach(), 0.5).expand_as(x).bool()
     assert torch.all(x.grad[~mask] == 0)
     assert torch.equal(x.grad[mask], upstream[mask])
+
+
+@pytest.mark.parametrize('dtype', DTYPES)
+def test_gradient_of_channels_last_and_broadcast_upstream(dtype):
+    x = torch.randn(2, 3, 4, 5).to(dtype).to(memory_format=torch.channels_last).requires_grad_()
+    out = FocusedDropout(gamma_range=(0.5, 0.5)).train()(x)
+    out.sum().backward()  # the upstream gradient is an expanded (stride 0) tensor
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(x.grad, focused_mask(x.detach(), 0.5).expand_as(x))
+
+
+def test_seeded_gamma_repeats_and_continues():
+    x = torch.rand(8, 3, 6, 6)
+    module = FocusedDropout().train()
+    module.seed_gamma(7)
+    first, second = module(x), module(x)
+    assert not torch.equal(first, second), 'the generator continues over forwards'
+    torch.manual_seed(0)  # the global RNG plays no part
+    module.seed_gamma(7)
+    assert torch.equal(module(x), first) and torch.equal(module(x), second)
+    module.seed_gamma(None)
+    torch.manual_seed(1)
+    global_rng = module(x)
+    torch.manual_seed(1)
+    assert torch.equal(module(x), global_rng)
 
 
 @pytest.mark.parametrize('dtype', DTYPES)
