@@ -50,7 +50,7 @@ def allow_mmengine_checkpoints() -> None:
     ])
 
 
-def load_local_checkpoint_naming_the_file(filename, map_location):
+def load_from_local_file(filename, map_location):
     """mmengine's local-file loader, with the file named when it cannot be read."""
     try:
         return load_from_local(filename, map_location)
@@ -60,4 +60,4 @@ def load_local_checkpoint_naming_the_file(filename, map_location):
 
 def name_unreadable_checkpoints() -> None:
     """Make mmengine's loader of local checkpoint files name a file it cannot read."""
-    CheckpointLoader.register_scheme(prefixes='', force=True)(load_local_checkpoint_naming_the_file)
+    CheckpointLoader.register_scheme(prefixes='', force=True)(load_from_local_file)

@@ -93,3 +93,35 @@ def test_dist_train_two_processes_and_resume(tmp_path):
     logs = sorted(work.glob('*/*.log'))
     assert len(logs) == 2 and 'resumed epoch: 1' in logs[1].read_text()
     assert 'Epoch(train) [2]' in logs[1].read_text() and 'Epoch(train) [1]' not in logs[1].read_text()
+
+
+def test_complete_stage_is_rerun_when_its_inputs_change(tmp_path):
+    sys.path.insert(0, str(REPO / 'tools'))
+    import run_pipeline
+    args = run_pipeline.parse_args(['--tiny', '--work-dir', str(tmp_path / 'work'),
+                                    '--data-root', str(tmp_path / 'data')])
+    pipeline = run_pipeline.Pipeline(args)
+    made = []
+
+    def produce(work_dir):
+        output = work_dir / f'output{len(made)}.txt'
+        output.write_text('trained')
+        made.append(output)
+        return dict(files=[str(output)])
+
+    stage_dir = tmp_path / 'work' / 'stage'
+    config = 'configs/tiny/resnet50_tiny-imagenet.py'
+    inputs = pipeline.stage_inputs(config, ['randomness.seed=0'])
+    pipeline.stage(stage_dir, produce, inputs)
+    pipeline.stage(stage_dir, produce, pipeline.stage_inputs(config, ['randomness.seed=0']))
+    assert len(made) == 1, 'same inputs: the complete stage is skipped'
+    pipeline.stage(stage_dir, produce, pipeline.stage_inputs(config, ['randomness.seed=1']))
+    assert len(made) == 2, 'other options: rerun'
+    make_tiny_data.make_imagenet(tmp_path / 'data' / 'imagenet', seed=0, num_classes=2,
+                                 train_per_class=1, val_per_class=1)
+    pipeline.stage(stage_dir, produce, pipeline.stage_inputs(config, ['randomness.seed=1']))
+    assert len(made) == 3, 'regenerated data: rerun'
+    derived = pipeline.stage_inputs('configs/tiny/resnet50_fd_tiny-imagenet.py', ['randomness.seed=1'])
+    assert derived['configs_sha256'] != pipeline.stage_inputs(config, [])['configs_sha256']
+    pipeline.stage(stage_dir, produce, pipeline.stage_inputs(config, ['randomness.seed=1'], upstream=derived))
+    assert len(made) == 4, 'another upstream stage: rerun'

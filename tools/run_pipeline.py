@@ -10,6 +10,8 @@ the CPU smoke configs on data from tools/make_tiny_data.py (generated if absent)
     python tools/run_pipeline.py --launcher slurm --gpus 16 --partition p  # slurm
 """
 import argparse
+import ast
+import hashlib
 import json
 import os
 import statistics
@@ -119,18 +121,37 @@ class Pipeline:
         return json.loads(out.read_text())
 
     # stages --------------------------------------------------------------
-    def stage(self, work_dir: Path, produce):
-        """Run ``produce`` unless work_dir/done.json exists with its outputs present."""
+    def stage(self, work_dir: Path, produce, inputs=None):
+        """Run ``produce`` unless work_dir/done.json exists with its outputs present and was made
+        from the same ``inputs`` (a JSON-able description of what the stage reads); a complete
+        stage whose inputs changed (another config, regenerated data, a new backbone) is rerun,
+        not reused."""
         done = work_dir / 'done.json'
         if done.is_file():
             record = json.loads(done.read_text())
             if all(Path(p).is_file() for p in record.get('files', [])):
-                print(f'[pipeline] skip {work_dir} (complete)', flush=True)
-                return record
+                if record.get('inputs') == inputs:
+                    print(f'[pipeline] skip {work_dir} (complete)', flush=True)
+                    return record
+                print(f'[pipeline] rerun {work_dir}: its inputs changed since done.json', flush=True)
         work_dir.mkdir(parents=True, exist_ok=True)
-        record = produce(work_dir)
+        record = dict(produce(work_dir), inputs=inputs)
         done.write_text(json.dumps(record, indent=2))
         return record
+
+    def stage_inputs(self, config, options, upstream=None) -> dict:
+        """What a training stage reads: its config and the repository configs it inherits from,
+        its options, the tiny datasets' manifests, and the upstream stage's inputs."""
+        digest = hashlib.sha256()
+        for path in config_chain(REPO / config):
+            digest.update(str(path.relative_to(REPO)).encode() + path.read_bytes())
+        manifests = {}
+        for dataset in ('imagenet', 'VOCdevkit'):
+            manifest = self.args.data_root / dataset / 'tiny_data.json'
+            if manifest.is_file():
+                manifests[dataset] = json.loads(manifest.read_text())
+        return dict(config=config, configs_sha256=digest.hexdigest(), options=list(options),
+                    data=manifests, upstream=upstream)
 
     def pretrain(self, arm, seed):
         config = self.args.configs['pretrain'][arm]
@@ -144,9 +165,11 @@ class Pipeline:
             return dict(config=config, checkpoint=str(ckpt), backbone=str(backbone),
                         metrics=metrics, files=[str(ckpt), str(backbone)])
 
-        return self.stage(self.args.work_dir / f'seed{seed}' / f'pretrain_{arm}', produce)
+        return self.stage(self.args.work_dir / f'seed{seed}' / f'pretrain_{arm}', produce,
+                          self.stage_inputs(config, [f'randomness.seed={seed}']))
 
-    def finetune(self, arm, seed, backbone):
+    def finetune(self, arm, seed, pretrain):
+        backbone = pretrain and pretrain['backbone']
         config = self.args.configs['detection'][arm if arm != RANDOM_INIT else 'baseline']
         init = ('model.backbone.init_cfg=None' if backbone is None
                 else f'model.backbone.init_cfg.checkpoint={backbone}')
@@ -157,7 +180,9 @@ class Pipeline:
             return dict(config=config, checkpoint=str(ckpt), backbone=backbone, metrics=metrics,
                         files=[str(ckpt)])
 
-        return self.stage(self.args.work_dir / f'seed{seed}' / f'detection_{arm}', produce)
+        upstream = pretrain and pretrain['inputs']
+        return self.stage(self.args.work_dir / f'seed{seed}' / f'detection_{arm}', produce,
+                          self.stage_inputs(config, [init, f'randomness.seed={seed}'], upstream))
 
     def run(self):
         a = self.args
@@ -169,11 +194,28 @@ class Pipeline:
             pretrained = {p: self.pretrain(p, seed) for p in sorted({PRETRAIN_OF[arm] for arm in a.arms})}
             for arm in a.arms:
                 pre = pretrained[PRETRAIN_OF[arm]]
-                det = self.finetune(arm, seed, pre['backbone'])
+                det = self.finetune(arm, seed, pre)
                 rows.append(result_row(arm, seed, pre, det))
             if a.random_init_floor:
                 rows.append(result_row(RANDOM_INIT, seed, None, self.finetune(RANDOM_INIT, seed, None)))
         return write_tables(rows, a.work_dir, tiny=a.tiny)
+
+
+def config_chain(config: Path) -> list:
+    """``config`` and the files of this repository it inherits from through ``_base_``
+    (package bases such as ``mmdet::...`` are pinned by the installed versions)."""
+    chain, pending = [], [config.resolve()]
+    while pending:
+        path = pending.pop()
+        if path in chain:
+            continue
+        chain.append(path)
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Assign) and any(getattr(t, 'id', None) == '_base_' for t in node.targets):
+                bases = node.value.elts if isinstance(node.value, (ast.List, ast.Tuple)) else [node.value]
+                pending += [(path.parent / b.value).resolve() for b in bases
+                            if isinstance(b, ast.Constant) and '::' not in b.value]
+    return chain
 
 
 def last_checkpoint(work_dir: Path) -> Path:
