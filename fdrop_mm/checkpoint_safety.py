@@ -15,7 +15,6 @@ naming the file, on every path mmengine loads local files through (resume,
 ``load_from``, ``init_cfg=Pretrained``); torch's own message names none.
 """
 import pickle
-import zipfile
 
 import numpy as np
 import torch
@@ -54,8 +53,15 @@ def load_from_local_file(filename, map_location):
     """mmengine's local-file loader, with the file named when it cannot be read."""
     try:
         return load_from_local(filename, map_location)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile) as error:
-        raise type(error)(f'cannot read checkpoint {filename}: {error}') from error
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # a damaged file makes torch/pickle/zipfile raise many types
+        message = f'cannot read checkpoint {filename}: {type(error).__name__}: {error}'
+        try:
+            renamed = type(error)(message)
+        except Exception:  # an exception type that takes other arguments
+            renamed = RuntimeError(message)
+        raise renamed from error
 
 
 def name_unreadable_checkpoints() -> None:

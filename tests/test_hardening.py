@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from mmdet.registry import DATASETS, MODELS as DET_MODELS
@@ -204,7 +205,7 @@ def test_corrupt_checkpoint_for_strict_pretrained_names_the_file(tmp_path, conte
         torch.save({'state_dict': {'conv1.weight': torch.randn(64, 3, 7, 7)}}, bad)
         bad.write_bytes(bad.read_bytes()[:2048])
     else:
-        bad.write_bytes(os.urandom(4096))
+        bad.write_bytes(np.random.default_rng(0).bytes(4096))
     backbone = DET_MODELS.build(dict(type='ResNet', depth=18, _scope_='mmdet',
                                      init_cfg=dict(type='StrictPretrained', checkpoint=str(bad))))
     with pytest.raises(ValueError, match=f'cannot read checkpoint {re.escape(str(bad))}'):
@@ -234,7 +235,7 @@ def test_voc_filter_removing_every_image_names_the_file(tmp_path):
 @pytest.mark.parametrize('resume', [False, True], ids=['load_from', 'resume'])
 def test_corrupt_checkpoint_for_runner_names_the_file(image_folder, tmp_path, resume):
     bad = tmp_path / 'bad.pth'
-    bad.write_bytes(os.urandom(4096))
+    bad.write_bytes(np.random.default_rng(0).bytes(4096))
     runner = Runner.from_cfg(Config(classifier_cfg(image_folder, tmp_path / 'work', max_iters=2,
                                                    load_from=str(bad), resume=resume)))
     with pytest.raises(Exception, match=f'cannot read checkpoint {re.escape(str(bad))}'):

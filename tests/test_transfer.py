@@ -100,7 +100,8 @@ def test_meta_records_source_and_focused_dropout_settings(source, extracted):
     hook, = meta['focused_dropout']['hooks']
     # as configured, with the hook's defaults filled in
     assert hook == dict(type='FocusedDropoutHook', targets=['backbone.layer3'], participation=0.5,
-                        weight_decay_multiplier=2.0, gamma_range=(0.3, 0.6), mode='focused', seed=None)
+                        weight_decay_multiplier=2.0, gamma_range=(0.3, 0.6), mode='focused', seed=None,
+                        vis_interval=0, vis_samples=4)
     assert meta['focused_dropout']['modules'] == []
 
 
