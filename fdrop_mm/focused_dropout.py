@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-__all__ = ['focused_mask', 'FocusedDropout']
+__all__ = ['reference_channel', 'focused_mask', 'FocusedDropout']
 
 # integer dtype of the same width, to zero dropped units bitwise (see _zero_dropped)
 _SAME_WIDTH_INT = {torch.float16: torch.int16, torch.bfloat16: torch.int16,
@@ -35,6 +35,23 @@ def _check_gamma_range(low: float, high: float, field: str = 'gamma_range') -> N
         raise ValueError(f'{field} must have low <= high, got ({low}, {high})')
 
 
+def _reference_channel(x: Tensor, compute_dtype: torch.dtype) -> Tensor:
+    """(N,) argmax of the channel sums (= of the means, Eq. 1), first on ties; a NaN sum
+    counts as -inf, so a channel with a NaN mean is not chosen unless all are."""
+    sums = x.sum(dim=(2, 3), dtype=compute_dtype)  # (N, C); no copy of x for float32/64
+    sums = sums.nan_to_num(nan=-float('inf'), posinf=float('inf'), neginf=-float('inf'))
+    return sums.argmax(dim=1)
+
+
+@torch.no_grad()
+def reference_channel(x: Tensor) -> Tensor:
+    """FocusedDropout's reference channel per sample (§4, Eqs. 1-2): the (N,) index of the
+    channel of ``x`` (N, C, H, W) with the highest spatial mean, exactly as the mask chooses it
+    (float32 means, float64 for float64 input; first on ties; NaN means are not chosen)."""
+    _check_input(x)
+    return _reference_channel(x, torch.float64 if x.dtype == torch.float64 else torch.float32)
+
+
 @torch.no_grad()
 def _keep(x: Tensor, gamma: Tensor) -> Tensor:
     """The (N, 1, H, W) bool mask for validated inputs; ``gamma`` is a (N,) tensor on x's device.
@@ -50,9 +67,7 @@ def _keep(x: Tensor, gamma: Tensor) -> Tensor:
     """
     n, _, h, w = x.shape
     compute_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    sums = x.sum(dim=(2, 3), dtype=compute_dtype)  # (N, C); no copy of x for float32/64
-    sums = sums.nan_to_num(nan=-float('inf'), posinf=float('inf'), neginf=-float('inf'))
-    channel = sums.argmax(dim=1)  # first index on ties
+    channel = _reference_channel(x, compute_dtype)
     reference = x.flatten(2).gather(1, channel.view(n, 1, 1).expand(n, 1, h * w)).to(compute_dtype)
     peak = reference.amax(dim=2, keepdim=True)  # (N, 1, 1)
     # A reference channel with max <= 0 has no "focused area" (Eq. 4's threshold

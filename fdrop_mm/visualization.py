@@ -1,7 +1,7 @@
 """Pictures of what FocusedDropout does (paper §4, Fig. 2-4), shared by the hook and tools/.
 
-- ``reference_channel``: the channel with the highest mean activation (§4, Eqs. 1-2), for
-  tools/ref_channel_stats.py (Fig. 2) and the live pictures.
+- ``reference_channel`` (the operator's, re-exported): the channel with the highest mean
+  activation (§4, Eqs. 1-2), for tools/ref_channel_stats.py (Fig. 2) and the live pictures.
 - ``network_input_to_rgb``: undo a data preprocessor's normalisation, so that overlays sit on
   exactly the tensor the network saw (after resizing, padding and batch augmentation).
 - ``load_model``: a checkpoint and its config as an eval-mode model, for the tools;
@@ -23,6 +23,8 @@ from mmengine.registry import MODELS, init_default_scope
 from mmengine.runner import load_checkpoint
 from torch import Tensor, nn
 
+from .focused_dropout import reference_channel
+
 __all__ = ['reference_channel', 'network_input_to_rgb', 'heatmap_overlay', 'kept_positions',
            'load_model', 'subplot_grid', 'save_figure', 'FIGURE_DPI', 'MaskSnapshot']
 
@@ -30,14 +32,6 @@ MIN_PANEL_SIDE = 128  # small inputs (tiny runs, CIFAR) are upscaled so the pane
 LABEL_HEIGHT = 18
 SCOPES = ('mmpretrain', 'mmdet')
 FIGURE_DPI = 100  # the tools size figures in pixels / FIGURE_DPI inches
-
-
-def reference_channel(features: Tensor) -> Tensor:
-    """(N,) index of the channel with the highest spatial mean of ``features`` (N, C, H, W),
-    first on ties, the means in float32: FocusedDropout's reference channel (§4, Eqs. 1-2)."""
-    if features.dim() != 4:
-        raise ValueError(f'expected features of shape (N, C, H, W), got {tuple(features.shape)}')
-    return features.float().mean(dim=(2, 3)).argmax(dim=1)
 
 
 def network_input_to_rgb(data_preprocessor: nn.Module, inputs: Tensor) -> np.ndarray:
