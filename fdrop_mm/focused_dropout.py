@@ -6,13 +6,15 @@ elsewhere (§4, Fig. 3). Which batches use it and the magnified weight decay on
 those batches (§4, §5.2) are decided by the training loop, see
 ``fdrop_mm.hooks.FocusedDropoutHook``; this module only holds the mask.
 """
-from typing import Optional, Tuple, Union
+import numbers
+import warnings
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-__all__ = ['reference_channel', 'focused_mask', 'FocusedDropout']
+__all__ = ['reference_channel', 'focused_mask', 'FocusedDropout', 'UndrivenFocusedDropoutWarning']
 
 # integer dtype of the same width, to zero dropped units bitwise (see _zero_dropped)
 _SAME_WIDTH_INT = {torch.float16: torch.int16, torch.bfloat16: torch.int16,
@@ -26,6 +28,20 @@ def _check_input(x: Tensor) -> None:
     if x.dtype not in _SAME_WIDTH_INT:
         raise TypeError(f'FocusedDropout expects a floating-point x (float16, bfloat16, float32 or '
                         f'float64), got dtype {x.dtype}')
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def as_gamma_range(value: Sequence[float], field: str = 'gamma_range') -> Tuple[float, float]:
+    """``value`` as a validated ``(low, high)`` pair of floats in (0, 1]; errors name ``field``."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2 \
+            or not all(_is_number(v) for v in value):
+        raise TypeError(f'{field} must be a pair (low, high) of numbers, got {value!r}')
+    low, high = (float(v) for v in value)
+    _check_gamma_range(low, high, field)
+    return low, high
 
 
 def _check_gamma_range(low: float, high: float, field: str = 'gamma_range') -> None:
@@ -131,6 +147,10 @@ def focused_mask(x: Tensor, gamma: Union[float, Tensor]) -> Tensor:
     return _keep(x, gamma).to(x.dtype)
 
 
+class UndrivenFocusedDropoutWarning(UserWarning):
+    """A FocusedDropout module masks every training batch because no FocusedDropoutHook drives it."""
+
+
 class FocusedDropout(nn.Module):
     """Keep the units in the reference channel's focused area, zero the rest (§4).
 
@@ -150,13 +170,20 @@ class FocusedDropout(nn.Module):
     ``focused_mask`` for the mask of non-finite input). The gradient is the
     upstream gradient at kept units and 0 at dropped ones.
 
-    The module is the identity in eval mode and while ``active`` is False; used
-    alone it is always active, and ``FocusedDropoutHook`` switches it per
-    iteration (the participation rate, §4). γ comes from torch's global RNG,
-    or, after ``seed_gamma(seed)``, from a generator seeded with it (the hook
-    does this per iteration, so a resumed run draws the same γ as an
-    uninterrupted one). ``last_keep_ratio`` holds, as a 0-dim tensor (no device
-    sync), the fraction of positions the latest active forward kept.
+    The module is the identity in eval mode and while ``active`` is False. Used
+    alone it is always active: it masks every training batch, which is not the
+    paper's method (FD on ~10% of the batches with magnified weight decay, §4),
+    so its first training forward warns (``UndrivenFocusedDropoutWarning``)
+    unless ``FocusedDropoutHook`` drives it (sets ``driven``) and switches it
+    per iteration. γ comes from torch's global RNG, or, after
+    ``seed_gamma(seed)``, from a generator seeded with it (the hook does this
+    per iteration, so a resumed run draws the same γ as an uninterrupted one).
+    ``hold_gamma()`` makes later forwards reuse the latest γ: a forward that
+    activation checkpointing (``torch.utils.checkpoint``, ``with_cp=True``)
+    recomputes in the backward then builds the mask the network used; torch's
+    checkpoint restores the global RNG, so unseeded γ repeat by themselves.
+    ``last_keep_ratio`` holds, as a 0-dim tensor (no device sync), the fraction
+    of positions the latest active forward kept.
     """
 
     def __init__(self,
@@ -164,30 +191,51 @@ class FocusedDropout(nn.Module):
                  opposite: bool = False,
                  in_channels: Optional[int] = None) -> None:
         super().__init__()
-        low, high = (float(v) for v in gamma_range)
-        _check_gamma_range(low, high)
-        self.gamma_range = (low, high)
-        self.opposite = bool(opposite)
+        self.gamma_range = as_gamma_range(gamma_range)
+        if not isinstance(opposite, bool):
+            raise TypeError(f'opposite must be True or False, got {opposite!r}')
+        self.opposite = opposite
         self.active = True
+        self.driven = False
         self.last_keep_ratio: Optional[Tensor] = None
         self._gamma_seed: Optional[int] = None
         self._generator: Optional[torch.Generator] = None
+        self._held_gamma: Optional[Tensor] = None
+        self._hold = False
+        self._warned_undriven = False
 
     def seed_gamma(self, seed: Optional[int]) -> None:
         """Draw γ from a generator seeded with ``seed`` from the next forward on,
-        continuing it over later forwards; ``None``: torch's global RNG."""
+        continuing it over later forwards; ``None``: torch's global RNG. Ends a
+        ``hold_gamma()``."""
         self._gamma_seed = seed
         self._generator = None
+        self._hold = False
+        self._held_gamma = None
+
+    def hold_gamma(self) -> None:
+        """Reuse the latest forward's γ in later forwards (a recomputation under
+        activation checkpointing) until the next ``seed_gamma``."""
+        self._hold = True
 
     def _draw_gamma(self, x: Tensor) -> Tensor:
+        if self._hold and self._held_gamma is not None and self._held_gamma.shape[0] == x.shape[0]:
+            return self._held_gamma
         if self._gamma_seed is not None and self._generator is None:
             self._generator = torch.Generator(device=x.device).manual_seed(self._gamma_seed)
         low, high = self.gamma_range
-        return torch.empty(x.shape[0], device=x.device).uniform_(low, high, generator=self._generator)
+        self._held_gamma = torch.empty(x.shape[0], device=x.device).uniform_(low, high, generator=self._generator)
+        return self._held_gamma
 
     def forward(self, x: Tensor) -> Tensor:
         if not (self.training and self.active):
             return x
+        if not (self.driven or self._warned_undriven):
+            self._warned_undriven = True
+            warnings.warn(f'{self!r} masks every training batch: no FocusedDropoutHook drives it, so this '
+                          f'is FocusedDropout at participation 1 without magnified weight decay, not the '
+                          f"paper's method (§4). Add custom_hooks = [dict(type='FocusedDropoutHook')] to "
+                          f'drive it.', UndrivenFocusedDropoutWarning, stacklevel=2)
         _check_input(x)
         keep = _keep(x, self._draw_gamma(x))
         if self.opposite:

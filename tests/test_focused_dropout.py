@@ -199,3 +199,38 @@ def test_bad_gamma_range_is_rejected(gamma_range):
 def test_gamma_tensor_of_wrong_shape_is_rejected():
     with pytest.raises(ValueError, match=r'shape \(2,\)'):
         focused_mask(torch.randn(2, 2, 3, 3), torch.tensor([0.5]))
+
+
+@pytest.mark.parametrize('use_reentrant', [True, False])
+def test_held_gamma_gives_a_recomputed_forward_the_original_mask(use_reentrant):
+    """Activation checkpointing recomputes the forward in the backward: with a seeded γ held
+    after the forward (what FocusedDropoutHook does), the recomputation masks as the forward did;
+    without the hold the seeded generator would continue and mask elsewhere."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+    x = torch.randn(6, 3, 10, 10, requires_grad=True)
+    gradients = {}
+    for case in ('plain', 'checkpointed', 'checkpointed, not held'):
+        module = FocusedDropout().train()
+        module.seed_gamma(11)
+        block = torch.nn.Sequential(conv, module)
+        out = block(x) if case == 'plain' else \
+            torch.utils.checkpoint.checkpoint(block, x, use_reentrant=use_reentrant)
+        if case != 'checkpointed, not held':
+            module.hold_gamma()
+        conv.zero_grad()
+        out.square().sum().backward()
+        gradients[case] = conv.weight.grad.clone()
+    assert torch.equal(gradients['checkpointed'], gradients['plain'])
+    assert not torch.allclose(gradients['checkpointed, not held'], gradients['plain'])
+
+
+def test_hold_ends_at_the_next_seed():
+    x = torch.rand(8, 3, 6, 6)
+    module = FocusedDropout().train()
+    module.seed_gamma(7)
+    first = module(x)
+    module.hold_gamma()
+    assert torch.equal(module(x), first)
+    module.seed_gamma(7)
+    assert torch.equal(module(x), first) and not torch.equal(module(x), first)
