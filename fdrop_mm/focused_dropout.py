@@ -14,7 +14,8 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-__all__ = ['reference_channel', 'focused_mask', 'FocusedDropout', 'UndrivenFocusedDropoutWarning']
+__all__ = ['reference_channel', 'focused_mask', 'focused_dropout', 'FocusedDropout',
+           'UndrivenFocusedDropoutWarning']
 
 # integer dtype of the same width, to zero dropped units bitwise (see _zero_dropped)
 _SAME_WIDTH_INT = {torch.float16: torch.int16, torch.bfloat16: torch.int16,
@@ -134,17 +135,45 @@ def focused_mask(x: Tensor, gamma: Union[float, Tensor]) -> Tensor:
         (N, 1, H, W) tensor of zeros and ones, x's dtype and device, no autograd.
     """
     _check_input(x)
+    gamma = _gamma_per_sample(x, gamma)
+    if not bool(((gamma > 0) & (gamma <= 1)).all()):  # explicit API: validation may sync
+        raise ValueError('gamma must lie in (0, 1]')
+    return _keep(x, gamma).to(x.dtype)
+
+
+def _gamma_per_sample(x: Tensor, gamma: Union[float, Tensor]) -> Tensor:
+    """``gamma`` as a (N,) tensor on x's device; a float is checked, a tensor's shape is."""
     n = x.shape[0]
     if isinstance(gamma, Tensor):
         if gamma.shape != (n,):
             raise ValueError(f'gamma must be a float or a tensor of shape ({n},), got {tuple(gamma.shape)}')
-        if not bool(((gamma > 0) & (gamma <= 1)).all()):  # explicit API: validation may sync
-            raise ValueError('gamma must lie in (0, 1]')
-        gamma = gamma.to(x.device)
-    else:
-        _check_gamma_range(float(gamma), float(gamma), field='gamma')
-        gamma = torch.full((n,), float(gamma), device=x.device)
-    return _keep(x, gamma).to(x.dtype)
+        return gamma.to(x.device)
+    if not _is_number(gamma):
+        raise TypeError(f'gamma must be a float or a (N,) tensor, got {gamma!r}')
+    _check_gamma_range(float(gamma), float(gamma), field='gamma')
+    return torch.full((n,), float(gamma), device=x.device)
+
+
+def focused_dropout(x: Tensor, gamma: Union[float, Tensor], opposite: bool = False,
+                    return_keep: bool = False):
+    """FocusedDropout of ``x`` (§4): x where ``focused_mask(x, gamma)`` keeps, exactly 0 elsewhere.
+
+    The functional form of :class:`FocusedDropout` (the module draws γ and calls this).
+    ``opposite`` keeps the complement instead (§5.2.4). Kept units are not rescaled;
+    dropped units are 0 even where x is ±inf or NaN; the gradient is the upstream gradient
+    at kept units and 0 at dropped ones, and only the mask is saved for the backward. No
+    host-device synchronisation: a float ``gamma`` is checked, a (N,) tensor's values are
+    the caller's to keep in (0, 1] (checking them would synchronise; ``focused_mask`` does).
+
+    Returns the masked x (x's dtype and memory format), and with ``return_keep`` also the
+    (N, 1, H, W) bool mask of kept positions.
+    """
+    _check_input(x)
+    keep = _keep(x, _gamma_per_sample(x, gamma))
+    if opposite:
+        keep = ~keep
+    out = _ApplyMask.apply(x, keep.to(_SAME_WIDTH_INT[x.dtype]).neg_())  # True -> all ones
+    return (out, keep) if return_keep else out
 
 
 class UndrivenFocusedDropoutWarning(UserWarning):
@@ -236,13 +265,9 @@ class FocusedDropout(nn.Module):
                           f'is FocusedDropout at participation 1 without magnified weight decay, not the '
                           f"paper's method (§4). Add custom_hooks = [dict(type='FocusedDropoutHook')] to "
                           f'drive it.', UndrivenFocusedDropoutWarning, stacklevel=2)
-        _check_input(x)
-        keep = _keep(x, self._draw_gamma(x))
-        if self.opposite:
-            keep = ~keep
+        out, keep = focused_dropout(x, self._draw_gamma(x), self.opposite, return_keep=True)
         self.last_keep_ratio = keep.count_nonzero() / keep.numel()
-        keep_bits = keep.to(_SAME_WIDTH_INT[x.dtype]).neg_()  # True -> all ones
-        return _ApplyMask.apply(x, keep_bits)
+        return out
 
     def extra_repr(self) -> str:
         return f'gamma_range={self.gamma_range}, opposite={self.opposite}'

@@ -88,13 +88,6 @@ class FocusedDropoutHook(Hook):
             resume). On focused iterations the modules draw γ from a generator
             seeded with (seed, iteration, rank, module), not from torch's global
             RNG (which mmengine does not restore), so a resumed run draws the same γ.
-        vis_interval: every ``vis_interval``-th focused iteration, send the first
-            ``vis_samples`` samples' input image, reference channel and kept
-            positions (of the first FocusedDropout module) to the runner's
-            visualizer as ``fd_mask`` (TensorBoard, or ``vis_data/vis_image``
-            with the LocalVisBackend); 0 turns it off. See
-            ``fdrop_mm.visualization.MaskSnapshot``.
-        vis_samples: how many samples of the batch to draw.
 
     The modules already in the model must have the hook's ``gamma_range`` and
     ``opposite``: a disagreement is an error rather than a silent override.
@@ -133,9 +126,7 @@ class FocusedDropoutHook(Hook):
                  targets: Optional[Sequence[str]] = None,
                  gamma_range: Tuple[float, float] = (0.3, 0.6),
                  mode: str = 'focused',
-                 seed: Optional[int] = None,
-                 vis_interval: int = 0,
-                 vis_samples: int = 4) -> None:
+                 seed: Optional[int] = None) -> None:
         if not 0.0 <= _number(participation, 'participation') <= 1.0:
             raise ValueError(f'participation must lie in [0, 1], got {participation}')
         if _number(weight_decay_multiplier, 'weight_decay_multiplier') < 0:
@@ -153,21 +144,11 @@ class FocusedDropoutHook(Hook):
             raise ValueError('targets must name at least one module, or be None')
         if targets is not None and not all(isinstance(t, str) for t in targets):
             raise TypeError(f'targets must be a list of module names (str), got {targets!r}')
-        if isinstance(vis_interval, bool) or not isinstance(vis_interval, int) or vis_interval < 0:
-            raise ValueError(f'vis_interval must be an int >= 0 (0: off), got {vis_interval!r}')
-        if isinstance(vis_samples, bool) or not isinstance(vis_samples, int) or vis_samples < 1:
-            raise ValueError(f'vis_samples must be an int >= 1, got {vis_samples!r}')
-        if vis_interval and mode == 'weight_decay_only':
-            raise ValueError("vis_interval must be 0 with mode='weight_decay_only' (it applies no mask to draw)")
         self.participation = float(participation)
         self.weight_decay_multiplier = float(weight_decay_multiplier)
         self.targets = list(targets) if targets is not None else None
         self.mode = mode
         self.seed = None if seed is None else int(seed)
-        self.vis_interval = vis_interval
-        self.vis_samples = vis_samples
-        self._focused_iters = 0
-        self._snapshot: Optional[MaskSnapshot] = None
         # validates gamma_range now, not at the first iteration
         self._template = FocusedDropout(gamma_range=as_gamma_range(gamma_range), opposite=mode == 'opposite')
         self._driven: List[_Driven] = []
@@ -176,14 +157,21 @@ class FocusedDropoutHook(Hook):
         self._in_train_iter = False
         self._in_forward = False  # inside the model's forward of a training iteration
         self._wrapped_optimizers: set = set()
+        self._unwrap: list = []
 
     @property
     def _modules(self) -> List[FocusedDropout]:
         return [d.module for d in self._driven]
 
     @property
-    def _mask_on(self) -> bool:
+    def masking(self) -> bool:
+        """Whether the current training iteration is focused and applies masks."""
         return self._focused_step and self.mode != 'weight_decay_only'
+
+    @property
+    def driven_modules(self) -> List[Tuple[str, FocusedDropout]]:
+        """(name, module) of every FocusedDropout the hook drives, in seeding order."""
+        return [(d.name, d.module) for d in self._driven]
 
     # decisions -----------------------------------------------------------
     def is_focused_step(self, step: int) -> bool:
@@ -223,6 +211,8 @@ class FocusedDropoutHook(Hook):
         self._handles.append(model.register_forward_hook(self._forward_ends))
         for optimizer in self._optimizers(runner):
             self._wrap_step(optimizer)
+        # iterations per optimizer step (the decision is per step, §4), as the config sets it
+        self._accumulation = int((runner.cfg.get('optim_wrapper') or {}).get('accumulative_counts', 1))
         names = [d.name for d in self._driven]
         runner.logger.info(
             f'FocusedDropoutHook: mode={self.mode}, participation={self.participation}, '
@@ -296,7 +286,7 @@ class FocusedDropoutHook(Hook):
                     f'FocusedDropoutHook: {driven.what} ran {driven.calls} times in one forward, so it '
                     f'would mask {driven.calls} times; target a module that runs once per forward '
                     f'(e.g. a stage or block, not a ReLU that a Bottleneck calls three times)')
-            if not self._mask_on:
+            if not self.masking:
                 continue
             if driven.calls == 0:
                 raise RuntimeError(f'FocusedDropoutHook: {driven.what} did not run in the forward of a '
@@ -315,6 +305,12 @@ class FocusedDropoutHook(Hook):
         return [w.optimizer for w in wrappers]
 
     def _wrap_step(self, optimizer) -> None:
+        """Magnify the weight decay inside ``optimizer.step`` itself (an instance attribute,
+        removed in ``after_train``). Setting it in ``before_train_iter`` and restoring it in
+        ``after_train_iter`` would leave the magnified value in the param groups for every
+        reader in between and after a step that raises: mmengine's weight-decay schedulers
+        (which scale the current value), optimizer state saved in a checkpoint, a caller that
+        catches the error. Inside the step, only the step sees it."""
         if id(optimizer) in self._wrapped_optimizers:
             return
         self._wrapped_optimizers.add(id(optimizer))
@@ -335,27 +331,21 @@ class FocusedDropoutHook(Hook):
                     group['weight_decay'] = decay
 
         optimizer.step = step_with_magnified_weight_decay
+        self._unwrap.append(lambda: vars(optimizer).pop('step', None))
 
     # per iteration -------------------------------------------------------
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
-        accumulation = getattr(runner.optim_wrapper, '_accumulative_counts', 1)
-        self._focused_step = self.is_focused_step(runner.iter // accumulation)
+        self._focused_step = self.is_focused_step(runner.iter // self._accumulation)
         self._in_train_iter = True
-        mask_on = self._mask_on
         for index, module in enumerate(self._modules):
-            module.active = mask_on
+            module.active = self.masking
             module.last_keep_ratio = None
-            module.seed_gamma(self.gamma_seed(runner.iter, runner.rank, index) if mask_on else None)
-        if mask_on and self.vis_interval:
-            self._focused_iters += 1
-            if self._focused_iters % self.vis_interval == 0 and is_main_process():
-                model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-                self._snapshot = MaskSnapshot(model, self._modules[0], self.vis_samples)
+            module.seed_gamma(self.gamma_seed(runner.iter, runner.rank, index) if self.masking else None)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         hub = runner.message_hub
         ratios = [d.module.last_keep_ratio for d in self._driven]
-        applied = self._mask_on and all(r is not None for r in ratios)
+        applied = self.masking and all(r is not None for r in ratios)
         hub.update_scalar('train/fd/active', float(applied))
         decay = max((g['weight_decay'] for g in self._optimizers(runner)[0].param_groups), default=0.0)
         factor = self.weight_decay_multiplier if self._focused_step else 1.0
@@ -364,10 +354,6 @@ class FocusedDropoutHook(Hook):
             ratios = torch.stack([r.float() for r in ratios]).tolist()
             hub.update_scalar('train/fd/keep_ratio', sum(ratios) / len(ratios))
             self._warn_keep_all(runner, ratios)
-        if self._snapshot is not None:
-            runner.visualizer.add_image('fd_mask', self._snapshot.render(), step=runner.iter + 1)
-            self._snapshot.remove()
-            self._snapshot = None
         for module in self._modules:
             module.active = False
         self._focused_step = self._in_train_iter = False
@@ -382,8 +368,74 @@ class FocusedDropoutHook(Hook):
                     f'zero_init_residual=True sets to exactly 0 at initialisation, until those weights '
                     f'grow); fd/keep_ratio shows when it starts to drop (logged once per module)')
 
+    def settings(self) -> dict:
+        """What this hook does, as plain data: its arguments (``seed`` as resolved) and the
+        names of the modules it drives."""
+        return dict(type=type(self).__name__, participation=self.participation,
+                    weight_decay_multiplier=self.weight_decay_multiplier, targets=self.targets,
+                    gamma_range=self._template.gamma_range, mode=self.mode, seed=self._seed,
+                    modules=[d.name for d in self._driven])
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Record ``settings()`` in the checkpoint's ``meta['focused_dropout']``, where the
+        backbone transfer reads it (``fdrop_mm.transfer.extract_backbone``)."""
+        checkpoint.setdefault('meta', {})['focused_dropout'] = self.settings()
+
     def after_train(self, runner) -> None:
         for handle in self._handles:
             handle.remove()
+        for unwrap in self._unwrap:
+            unwrap()
         self._handles.clear()
+        self._unwrap.clear()
+        self._wrapped_optimizers.clear()
         self._driven.clear()
+
+
+@HOOKS.register_module()
+class FocusedDropoutVisualizationHook(Hook):
+    """Pictures of the mask while training (§4, Fig. 3): every ``interval``-th focused
+    iteration, the first ``num_samples`` samples' input image, reference channel and kept
+    positions of the first module ``FocusedDropoutHook`` drives, sent to the runner's
+    visualizer as ``fd_mask`` (TensorBoard, or ``vis_data/vis_image/fd_mask_<iter>.png``
+    with the LocalVisBackend). See ``fdrop_mm.visualization.MaskSnapshot``.
+
+    Needs a FocusedDropoutHook in the same config; runs after it (priority LOW), so it sees
+    the iteration's decision.
+    """
+
+    priority = 'LOW'
+
+    def __init__(self, interval: int = 50, num_samples: int = 4) -> None:
+        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+            raise ValueError(f'interval must be an int >= 1, got {interval!r}')
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f'num_samples must be an int >= 1, got {num_samples!r}')
+        self.interval = interval
+        self.num_samples = num_samples
+        self._focused_iters = 0
+        self._snapshot: Optional[MaskSnapshot] = None
+        self._fd_hook: Optional[FocusedDropoutHook] = None
+
+    def before_train(self, runner) -> None:
+        hooks = [h for h in runner.hooks if isinstance(h, FocusedDropoutHook)]
+        if not hooks:
+            raise ValueError('FocusedDropoutVisualizationHook needs a FocusedDropoutHook in custom_hooks')
+        if hooks[0].mode == 'weight_decay_only':
+            raise ValueError("FocusedDropoutVisualizationHook: the FocusedDropoutHook has "
+                             "mode='weight_decay_only', which applies no mask to draw")
+        self._fd_hook = hooks[0]
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        if not self._fd_hook.masking:
+            return
+        self._focused_iters += 1
+        if self._focused_iters % self.interval == 0 and is_main_process():
+            model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+            self._snapshot = MaskSnapshot(model, self._fd_hook.driven_modules[0][1], self.num_samples)
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if self._snapshot is not None:
+            runner.visualizer.add_image('fd_mask', self._snapshot.render(), step=runner.iter + 1)
+            self._snapshot.remove()
+            self._snapshot = None

@@ -234,3 +234,17 @@ def test_hold_ends_at_the_next_seed():
     assert torch.equal(module(x), first)
     module.seed_gamma(7)
     assert torch.equal(module(x), first) and not torch.equal(module(x), first)
+
+
+@pytest.mark.parametrize('opposite', [False, True])
+def test_functional_is_what_the_module_computes(opposite):
+    from fdrop_mm.focused_dropout import focused_dropout
+    x = _exact_in(torch.float32, n=5)
+    module = FocusedDropout(gamma_range=(0.4, 0.4), opposite=opposite).train()
+    mask = focused_mask(x, 0.4)
+    expected = x * (1 - mask if opposite else mask)
+    assert torch.equal(focused_dropout(x, 0.4, opposite=opposite), expected)
+    assert torch.equal(focused_dropout(x, torch.full((5, ), 0.4), opposite=opposite), expected)
+    assert torch.equal(module(x), expected)
+    with pytest.raises(TypeError, match='gamma'):
+        focused_dropout(x, '0.4')

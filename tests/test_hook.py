@@ -249,3 +249,15 @@ def test_two_process_ddp_keeps_replicas_identical(image_folder, tmp_path):
     assert 0 < sum(ranks[0]['active']) < 20
     for name, value in ranks[0]['params'].items():
         assert torch.equal(value, ranks[1]['params'][name]), name
+
+
+def test_checkpoint_meta_records_the_settings(image_folder, tmp_path):
+    runner = train(image_folder, tmp_path, [fd_hook(participation=0.5, targets=['backbone.layer3'], seed=5)],
+                   max_iters=2, default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2,
+                                                                   by_epoch=False)))
+    meta = torch.load(tmp_path / 'iter_2.pth', map_location='cpu')['meta']
+    assert meta['focused_dropout'] == dict(
+        type='FocusedDropoutHook', participation=0.5, weight_decay_multiplier=2.0, targets=['backbone.layer3'],
+        gamma_range=(0.3, 0.6), mode='focused', seed=5, modules=['backbone.layer3'])
+    optimizer = runner.optim_wrapper.optimizer
+    assert 'step' not in vars(optimizer), 'the weight-decay wrapper is removed after training'

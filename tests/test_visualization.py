@@ -16,7 +16,8 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 from PIL import Image
 
-from fdrop_mm import FocusedDropoutHook, focused_mask
+from fdrop_mm import focused_mask
+from fdrop_mm.hooks import FocusedDropoutVisualizationHook
 from fdrop_mm.visualization import LABEL_HEIGHT, MIN_PANEL_SIDE, kept_positions
 from tests.conftest import REPO, classifier_cfg
 
@@ -45,8 +46,9 @@ def tools():
     return SimpleNamespace(**{name: load_tool(name) for name in ('vis_cam', 'ref_channel_stats', 'plot_curves')})
 
 
-def train(image_folder: Path, work_dir: Path, epochs: int, **hook) -> SimpleNamespace:
-    """A tiny classifier trained with FocusedDropoutHook, validated and logged every iteration."""
+def train(image_folder: Path, work_dir: Path, epochs: int, vis=None) -> SimpleNamespace:
+    """A tiny classifier trained with FocusedDropoutHook (and ``vis``, the settings of a
+    FocusedDropoutVisualizationHook), validated and logged every iteration."""
     evaluation = dict(
         dataloader=dict(batch_size=16, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=False),
                         dataset=dict(type='CustomDataset', data_root=str(image_folder),
@@ -58,7 +60,8 @@ def train(image_folder: Path, work_dir: Path, epochs: int, **hook) -> SimpleName
         **{f'{split}_{key}': value for split in ('val', 'test') for key, value in evaluation.items()},
         default_hooks=dict(logger=dict(type='LoggerHook', interval=1),
                            checkpoint=dict(type='CheckpointHook', interval=epochs)),
-        custom_hooks=[dict(type='FocusedDropoutHook', participation=0.5, targets=['backbone.layer3'], **hook)])
+        custom_hooks=[dict(type='FocusedDropoutHook', participation=0.5, targets=['backbone.layer3'])]
+        + ([dict(type='FocusedDropoutVisualizationHook', **vis)] if vis else []))
     runner = Runner.from_cfg(cfg)
     runner.train()
     config = work_dir / 'config.py'
@@ -70,7 +73,7 @@ def train(image_folder: Path, work_dir: Path, epochs: int, **hook) -> SimpleName
 @pytest.fixture(scope='module')
 def runs(image_folder, tmp_path_factory):
     root = tmp_path_factory.mktemp('vis_runs')
-    return SimpleNamespace(vis=train(image_folder, root / 'vis', epochs=2, vis_interval=2, vis_samples=2),
+    return SimpleNamespace(vis=train(image_folder, root / 'vis', epochs=2, vis=dict(interval=2, num_samples=2)),
                            plain=train(image_folder, root / 'plain', epochs=1))
 
 
@@ -88,7 +91,7 @@ def read_png(path: Path, size) -> np.ndarray:
     return pixels
 
 
-# live mask pictures (FocusedDropoutHook vis_interval) ----------------------------------
+# live mask pictures (FocusedDropoutVisualizationHook) ----------------------------------
 def test_live_mask_images_every_second_focused_iteration(runs, image_folder):
     focused = [r['iter'] for r in train_records(runs.vis.vis_data) if r['fd/active'] == 1]
     assert len(focused) >= 2
@@ -123,12 +126,21 @@ def test_kept_positions_recovers_the_mask():
 
 
 @pytest.mark.parametrize('kwargs, field', [
-    (dict(vis_interval=-1), 'vis_interval'), (dict(vis_interval=1.5), 'vis_interval'),
-    (dict(vis_interval=True), 'vis_interval'), (dict(vis_samples=0), 'vis_samples'),
-    (dict(vis_interval=2, mode='weight_decay_only'), 'vis_interval')])
+    (dict(interval=-1), 'interval'), (dict(interval=1.5), 'interval'), (dict(interval=0), 'interval'),
+    (dict(interval=True), 'interval'), (dict(num_samples=0), 'num_samples')])
 def test_vis_parameters_are_validated(kwargs, field):
     with pytest.raises(ValueError, match=field):
-        FocusedDropoutHook(**kwargs)
+        FocusedDropoutVisualizationHook(**kwargs)
+
+
+@pytest.mark.parametrize('fd_hooks, words', [
+    ([], 'needs a FocusedDropoutHook'),
+    ([dict(type='FocusedDropoutHook', mode='weight_decay_only')], 'applies no mask to draw')])
+def test_vis_hook_needs_a_masking_focused_dropout_hook(image_folder, tmp_path, fd_hooks, words):
+    cfg = classifier_cfg(image_folder, tmp_path, max_iters=1, custom_hooks=fd_hooks + [
+        dict(type='FocusedDropoutVisualizationHook', interval=1)])
+    with pytest.raises(ValueError, match=words):
+        Runner.from_cfg(Config(cfg)).train()
 
 
 # CAM grid ------------------------------------------------------------------------------
