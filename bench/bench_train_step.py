@@ -75,7 +75,7 @@ class _IterEnd(Hook):
 
 def step_config(data_root, work_dir, participation, iters, batch, amp=False) -> Config:
     """The tiny ResNet-50 pretraining config as a fixed-length, deterministic-data timing run."""
-    os.environ['TINY_IMAGENET_ROOT'] = str(data_root)
+    os.environ['IMAGENET_ROOT'] = str(data_root)
     cfg = Config.fromfile(str(REPO / 'configs/tiny/resnet50_tiny-imagenet.py'))
     cfg.work_dir = str(work_dir)
     cfg.experiment_name = f'step_{uuid.uuid4().hex[:8]}'

@@ -2,28 +2,42 @@
 with an explicit alternative to the md5 check, Tiny ImageNet-200 in its distributed layout, and
 ImageNet that refuses an empty split (§5.3's pretraining).
 
-Imported by the classification configs (``custom_imports``); registers in mmpretrain's DATASETS.
+Imported by ``import fdrop_mm`` when mmpretrain is installed; registers in mmpretrain's DATASETS.
 """
+import os
 import os.path as osp
 import pickle
 import re
+import shutil
 from pathlib import Path
+from typing import List, Optional
 
 import numpy as np
 from mmengine.logging import MMLogger
 from mmpretrain.datasets import CIFAR10, CIFAR100, BaseDataset, ImageNet
-from mmpretrain.datasets.utils import check_md5
+from mmpretrain.datasets.utils import check_md5, download_and_extract_archive
 from mmpretrain.registry import DATASETS
 
 CIFAR_IMAGE_VALUES = 3 * 32 * 32
 
 
-class _CheckedCIFAR:
-    """mmpretrain's CIFAR loader with two explicit integrity modes.
+def _topmost_missing(path: str) -> Optional[str]:
+    """The outermost folder of ``path`` that does not exist (``path`` itself at most); None if it exists."""
+    path, missing = osp.abspath(path), None
+    while not osp.exists(path):
+        path, missing = osp.dirname(path), path
+    return missing
 
-    ``verify_md5=True`` (default): mmpretrain's md5 check of every file. Where mmpretrain
-    reports only "cannot find the dataset", a missing or altered file is named, unless
-    ``download=True``, which lets mmpretrain fetch the archive as it always does.
+
+class _CheckedCIFAR:
+    """mmpretrain's CIFAR loader with two explicit integrity modes and no download by default.
+
+    ``verify_md5=True`` (default): mmpretrain's md5 check of every file. Where mmpretrain's
+    classes report only "cannot find the dataset", or (their default ``download=True``) try
+    to fetch the archive, a missing or altered file is named, with the files expected and the
+    archive's URL and md5 sum. Only an explicit ``download=True`` in the dataset config fetches
+    the archive (mmpretrain's download); if that fails, the error says so, and the folders and
+    archive it created are removed.
 
     ``verify_md5=False``, for data that is not the published files (e.g. the tiny sets of
     ``tools/make_tiny_data.py``): md5 sums are not checked, and the log says so. Instead
@@ -34,10 +48,10 @@ class _CheckedCIFAR:
 
     label_key = 'labels'
 
-    def __init__(self, *args, verify_md5: bool = True, **kwargs):
+    def __init__(self, *args, verify_md5: bool = True, download: bool = False, **kwargs):
         self.verify_md5 = verify_md5
         self._structure_checked = False
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, download=download, **kwargs)
 
     def _path(self, filename: str) -> str:
         return osp.join(self.data_prefix['root'], self.base_folder, filename)
@@ -46,21 +60,55 @@ class _CheckedCIFAR:
         if not self.verify_md5:
             self._check_structure()
             return True
-        for filename, md5 in self.train_list + self.test_list + [
-                [self.meta['filename'], self.meta['md5']]]:
-            path = self._path(filename)
-            problem = (f'{path} does not exist' if not osp.isfile(path) else
-                       f'{path} does not have the md5 sum {md5} of the published file'
-                       if not check_md5(path, md5) else None)
-            if problem is None:
-                continue
-            if self.download:
-                return False  # mmpretrain downloads and extracts the archive
-            raise RuntimeError(
-                f'{type(self).__name__}: {problem}. Set download=True to fetch {self.url}, or '
-                'verify_md5=False for data that is not the published files (its structure is '
-                'then checked instead)')
+        problem = self._md5_problem()
+        if problem and self.download:
+            self._download()
+            problem = self._md5_problem()
+        if problem:
+            offer = '' if self.download else ', or set download=True in the dataset config to fetch it'
+            raise RuntimeError(f'{type(self).__name__}: {problem}. {self._how_to_get()}{offer}; '
+                               'verify_md5=False for data that is not the published files (its '
+                               'structure is then checked instead)')
         return True
+
+    def _md5_problem(self) -> Optional[str]:
+        for filename, md5 in self._published_files():
+            path = self._path(filename)
+            if not osp.isfile(path):
+                return f'{path} does not exist'
+            if not check_md5(path, md5):
+                return f'{path} does not have the md5 sum {md5} of the published file'
+        return None
+
+    def _published_files(self) -> List[list]:
+        return self.train_list + self.test_list + [[self.meta['filename'], self.meta['md5']]]
+
+    def _how_to_get(self) -> str:
+        files = ', '.join(filename for filename, _ in self._published_files())
+        return (f'Expected {self._path("")} holding the published files ({files}): download '
+                f'{self.url} (md5 {self.tgz_md5}) and extract it in {self.data_prefix["root"]}')
+
+    def _download(self) -> None:
+        """mmpretrain's download and extraction of the archive into the data root; if it fails,
+        the folders and files it created are removed and the error names the URL and the root."""
+        root = self.data_prefix['root']
+        missing_root = _topmost_missing(root)
+        new_paths = [missing_root] if missing_root else [
+            p for p in (osp.join(root, self.filename), self._path('')) if not osp.exists(p)]
+        try:
+            download_and_extract_archive(self.url, root, filename=self.filename, md5=self.tgz_md5)
+        except Exception as error:  # urllib, tarfile and md5 failures raise many types
+            written = [p for p in new_paths if osp.exists(p)]
+            for path in written:
+                if osp.isdir(path):
+                    shutil.rmtree(path)
+                else:
+                    os.remove(path)
+            raise RuntimeError(
+                f'{type(self).__name__}: download=True, but fetching {self.url} into {root} failed '
+                f'({type(error).__name__}: {error}); '
+                + (f'removed what it wrote: {written}' if written else 'it wrote nothing')
+                + f'. {self._how_to_get()}') from error
 
     def _load_pickle(self, filename: str) -> dict:
         path = self._path(filename)

@@ -8,6 +8,9 @@
   (:class:`StrictPretrainedInit`, in mmengine's root ``WEIGHT_INITIALIZERS``)
   loads like mmengine's ``Pretrained`` but raises on any missing, unexpected or
   mis-shaped key instead of logging a warning and leaving weights random.
+- :func:`check_checkpoint_fits` does the same for a whole model's checkpoint
+  (``tools/test.py``'s CHECKPOINT, ``tools/train.py``'s ``load_from``), which
+  mmengine's Runner loads non-strictly.
 
 The source's training config is read from its ``meta['cfg']`` text with a
 literal-only parser (:func:`parse_config_text`), never executed:
@@ -15,8 +18,10 @@ literal-only parser (:func:`parse_config_text`), never executed:
 """
 import ast
 import inspect
+import logging
 import os
 import os.path as osp
+import re
 import tempfile
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
@@ -31,14 +36,19 @@ from .focused_dropout import FocusedDropout
 from .hooks import FocusedDropoutHook
 
 __all__ = ['extract_backbone', 'load_checkpoint_file', 'parse_config_text',
-           'focused_dropout_settings', 'StrictPretrainedInit']
+           'focused_dropout_settings', 'source_model', 'checkpoint_mismatches',
+           'check_checkpoint_fits', 'StrictPretrainedInit']
 
 PREFIX = 'backbone.'
 SHOWN_KEYS = 10
 # meta fields copied from the source checkpoint's own meta (mmengine Runner.save_checkpoint)
 SOURCE_META_KEYS = ('experiment_name', 'epoch', 'iter', 'seed', 'time', 'mmengine_version')
-RESERVED_META_KEYS = ('source', 'source_meta', 'backbone', 'num_tensors', 'focused_dropout',
-                      'focused_dropout_note')
+RESERVED_META_KEYS = ('source', 'source_meta', 'source_model', 'backbone', 'num_tensors',
+                      'focused_dropout', 'focused_dropout_note')
+CLASSIFIER_TYPE = 'ImageClassifier'
+DETECTOR_HEAD_PREFIXES = ('bbox_head.', 'rpn_head.', 'roi_head.')
+# Runner.load_checkpoint's default revise_keys, which load_from and tools/test.py go through
+RUNNER_REVISE_KEYS = ((r'^module.', ''), )
 FD_TYPES = {'FocusedDropoutHook': FocusedDropoutHook, 'FocusedDropout': FocusedDropout}
 
 
@@ -105,6 +115,39 @@ def _mismatches(expected: Mapping[str, torch.Tensor], found: Mapping[str, Any]) 
 
 def _top_prefixes(state: Mapping[str, Any]) -> List[str]:
     return sorted({k.split('.', 1)[0] + '.' for k in state})
+
+
+def checkpoint_mismatches(model: nn.Module, checkpoint) -> List[str]:
+    """How ``checkpoint``'s state_dict differs from ``model``'s, with the keys revised as mmengine's
+    ``Runner.load_checkpoint`` revises them (``module.`` stripped): the missing / unexpected /
+    mis-shaped keys as message parts, [] when it fits."""
+    checkpoint = str(checkpoint)
+    state = _state_dict(load_checkpoint_file(checkpoint), checkpoint)
+    for pattern, replacement in RUNNER_REVISE_KEYS:
+        state = {re.sub(pattern, replacement, k): v for k, v in state.items()}
+    return _mismatches(model.state_dict(), state)
+
+
+def check_checkpoint_fits(model: nn.Module, checkpoint, allow_partial: bool = False) -> None:
+    """Refuse a checkpoint that does not fit ``model`` before mmengine loads it non-strictly.
+
+    ``model`` is e.g. ``runner.model``; a model wrapper (DDP) is unwrapped, as the Runner does.
+    Raises ``ValueError`` naming the file and the model and listing the missing, unexpected
+    and mis-shaped keys (see :func:`checkpoint_mismatches`). With ``allow_partial`` (a
+    deliberate partial load, ``--allow-partial-load``) logs the same lists as a warning instead;
+    mmengine then loads the matching keys only.
+    """
+    if is_model_wrapper(model):
+        model = model.module
+    problems = checkpoint_mismatches(model, checkpoint)
+    if not problems:
+        return
+    detail = f'checkpoint {checkpoint} does not fit the {type(model).__name__}: ' + '; '.join(problems)
+    if not allow_partial:
+        raise ValueError(f'{detail}. For a deliberate partial load (only the matching keys), '
+                         'pass --allow-partial-load')
+    print_log(f'{detail}. --allow-partial-load: loading only the matching keys', logger='current',
+              level=logging.WARNING)
 
 
 def reference_backbone(depth: int = 50) -> nn.Module:
@@ -197,6 +240,31 @@ def focused_dropout_settings(cfg_text: Optional[str]) -> Tuple[Optional[dict], O
     return dict(hooks=hooks, modules=_find_fd_modules(values.get('model'))), None
 
 
+def source_model(ckpt: dict, state: Mapping[str, Any]) -> dict:
+    """What trained a checkpoint: ``{'type': ..., 'known_from': ...}``.
+
+    ``type`` is ``meta['cfg']``'s ``model.type`` (the text parsed, not executed), else
+    ``'detector'`` when the state_dict has detector heads (``bbox_head.``, ``rpn_head.``,
+    ``roi_head.``), else ``None`` (unknown).
+    """
+    meta = ckpt.get('meta') if isinstance(ckpt.get('meta'), dict) else {}
+    if isinstance(meta.get('cfg'), str):
+        try:
+            model = parse_config_text(meta['cfg'])[0].get('model')
+        except SyntaxError:
+            model = None
+        if isinstance(model, dict) and isinstance(model.get('type'), str):
+            return dict(type=model['type'], known_from='meta.cfg model.type')
+    heads = [p for p in _top_prefixes(state) if p in DETECTOR_HEAD_PREFIXES]
+    if heads:
+        return dict(type='detector', known_from=f'state_dict keys {heads}')
+    return dict(type=None, known_from='neither meta.cfg model.type nor detector head keys')
+
+
+def _is_classifier(source: dict) -> bool:
+    return source['type'] is None or source['type'].split('.')[-1] == CLASSIFIER_TYPE
+
+
 # extraction ----------------------------------------------------------------
 def _is_plain(value: Any) -> bool:
     if value is None or isinstance(value, (bool, int, float, str)):
@@ -221,21 +289,29 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def extract_backbone(src, dst, *, depth: int = 50, meta: Optional[dict] = None) -> dict:
+def extract_backbone(src, dst, *, depth: int = 50, meta: Optional[dict] = None,
+                     allow_non_classifier_source: bool = False) -> dict:
     """Write the verified ``backbone.`` tensors of checkpoint ``src`` to ``dst``; return what was written.
 
     ``dst`` holds ``{'state_dict': {'backbone.<k>': tensor}, 'meta': meta}``
     (plain Python and tensors only: loadable by weights-only ``torch.load``,
     ``Pretrained`` and ``StrictPretrained``). ``meta`` records ``source`` (the
     path), ``source_meta`` (the source's experiment_name, epoch, iter, seed,
-    time, mmengine_version where present), ``backbone`` (what the tensors were
-    verified against), ``num_tensors``, ``focused_dropout`` (see
+    time, mmengine_version where present), ``source_model`` (what trained it,
+    see :func:`source_model`), ``backbone`` (what the tensors were verified
+    against), ``num_tensors``, ``focused_dropout`` (see
     :func:`focused_dropout_settings`; ``None`` plus ``focused_dropout_note``
     when unknown), and the caller's ``meta`` entries at top level.
 
+    A source trained as anything but an mmpretrain ImageClassifier (e.g. a
+    fine-tuned detector, whose backbone is no longer the pretrained one) is
+    refused unless ``allow_non_classifier_source``; then it is logged as a
+    warning and recorded in ``source_model``. A source of unknown type is extracted.
+
     Raises ``FileNotFoundError`` (missing ``src``) or ``ValueError`` naming
-    ``src`` (unreadable; backbone keys not exactly those of mmdet ResNet-depth,
-    listing the missing / unexpected / mis-shaped keys; non-finite tensors).
+    ``src`` (unreadable; not a classifier's; backbone keys not exactly those of
+    mmdet ResNet-depth, listing the missing / unexpected / mis-shaped keys;
+    non-finite tensors).
     """
     src, dst = str(src), str(dst)
     extra = dict(meta or {})
@@ -250,12 +326,23 @@ def extract_backbone(src, dst, *, depth: int = 50, meta: Optional[dict] = None) 
         raise ValueError(f'dst {dst} is the source checkpoint itself')
 
     ckpt = load_checkpoint_file(src)
-    backbone = _strip_prefix(_state_dict(ckpt, src), PREFIX)
+    state = _state_dict(ckpt, src)
+    source = source_model(ckpt, state)
+    if not _is_classifier(source):
+        detail = (f'checkpoint {src} was trained as a {source["type"]} (known from its '
+                  f'{source["known_from"]}), not as an mmpretrain {CLASSIFIER_TYPE}: its {PREFIX}* '
+                  'is that model\'s, not a classification pretraining\'s')
+        if not allow_non_classifier_source:
+            raise ValueError(f'{detail}. Pass allow_non_classifier_source=True '
+                             '(tools/extract_backbone.py --allow-non-classifier-source) to extract it '
+                             'anyway; the meta then records the source model')
+        print_log(f'{detail}; extracting it anyway (allow_non_classifier_source)', logger='current',
+                  level=logging.WARNING)
+    backbone = _strip_prefix(state, PREFIX)
     expected = reference_backbone(depth).state_dict()
     problems = _mismatches(expected, backbone)
     if problems:
-        hint = '' if backbone else (f'; it has no {PREFIX!r} keys at all, only '
-                                    f'{_top_prefixes(_state_dict(ckpt, src))}')
+        hint = '' if backbone else f'; it has no {PREFIX!r} keys at all, only {_top_prefixes(state)}'
         raise ValueError(f'checkpoint {src}: {PREFIX}* does not match mmdet ResNet(depth={depth}): '
                          + '; '.join(problems) + hint)
     nonfinite = [k for k, v in backbone.items() if v.is_floating_point() and not torch.isfinite(v).all()]
@@ -267,6 +354,7 @@ def extract_backbone(src, dst, *, depth: int = 50, meta: Optional[dict] = None) 
     record = dict(
         source=osp.abspath(src) if _is_local(src) else src,
         source_meta={k: _plain(src_meta[k]) for k in SOURCE_META_KEYS if k in src_meta},
+        source_model=source,
         backbone=dict(type='mmdet.ResNet', depth=depth),
         num_tensors=len(expected),
         focused_dropout=_plain(fd))

@@ -1,5 +1,8 @@
-"""Shared fixtures: a small real mmpretrain classifier trained from real image files."""
+"""Shared fixtures: a small real mmpretrain classifier trained from real image files, a tiny
+VOCdevkit and a RetinaNet checkpoint written by a real Runner."""
 import copy
+import importlib.util
+import sys
 import uuid
 from pathlib import Path
 
@@ -8,6 +11,19 @@ import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+TINY_DETECTION = REPO / 'configs/tiny/retinanet_r50_fpn_voc0712_tiny.py'
+
+
+def load_tool(name: str):
+    """``tools/<name>.py`` as a module, imported with tools/ on sys.path as when run as a script."""
+    spec = importlib.util.spec_from_file_location(f'tools_{name}', REPO / 'tools' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(REPO / 'tools'))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(REPO / 'tools'))
+    return module
 
 
 def write_image_folder(root: Path, num_classes: int = 2, per_class: int = 8, size: int = 32) -> Path:
@@ -58,3 +74,28 @@ def classifier_cfg(data_root: Path, work_dir: Path, max_iters: int = 20, **overr
 @pytest.fixture(scope='session')
 def image_folder(tmp_path_factory) -> Path:
     return write_image_folder(tmp_path_factory.mktemp('images'))
+
+
+@pytest.fixture(scope='session')
+def tiny_voc(tmp_path_factory) -> Path:
+    """A tiny VOCdevkit (VOC2007 trainval 6 / test 4, VOC2012 trainval 4 images of 192x160)."""
+    root = tmp_path_factory.mktemp('voc') / 'VOCdevkit'
+    load_tool('make_tiny_data').make_voc(root, seed=0, voc07_trainval=6, voc07_test=4, voc12_trainval=4)
+    return root
+
+
+@pytest.fixture(scope='session')
+def detector_checkpoint(tiny_voc, tmp_path_factory) -> Path:
+    """The tiny RetinaNet-R50 config's model (random init), saved by its Runner: state_dict and
+    meta (the config text in meta.cfg) as any mmdet training writes them."""
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+    work_dir = tmp_path_factory.mktemp('detector')
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv('VOC_ROOT', f'{tiny_voc}/')
+        cfg = Config.fromfile(str(TINY_DETECTION))
+    cfg.model.backbone.init_cfg = None
+    cfg.work_dir, cfg.experiment_name = str(work_dir), f'detector_{uuid.uuid4().hex[:8]}'
+    runner = Runner.from_cfg(cfg)
+    runner.save_checkpoint(str(work_dir), 'retinanet.pth', save_optimizer=False, save_param_scheduler=False)
+    return work_dir / 'retinanet.pth'

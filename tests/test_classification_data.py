@@ -1,19 +1,29 @@
 """The generated CIFAR-10/100 and Tiny ImageNet sets in their published formats, loaded by
 mmpretrain's CIFAR classes (through fdrop_mm's checked subclasses) and fdrop_mm's TinyImageNet."""
 import pickle
+import re
 import shutil
 from collections import Counter
 
 import numpy as np
 import pytest
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
 from mmpretrain.registry import DATASETS
 
-import fdrop_mm.classification_data  # noqa: F401  registers the datasets
+from fdrop_mm.classification_data import CheckedCIFAR100
+from tests.conftest import REPO
 from tests.test_tiny_data import make_tiny_data
 
 CIFAR10_TRAIN, CIFAR10_TEST, CIFAR100_TRAIN, CIFAR100_TEST = 20, 10, 5, 2
 TIN_CLASSES, TIN_TRAIN, TIN_VAL, TIN_SIZE = 10, 10, 4, 64
 LOAD = [dict(type='LoadImageFromFile')]
+
+
+@pytest.fixture(autouse=True)
+def mmpretrain_scope():
+    """Registry builds here resolve in mmpretrain, whatever scope an earlier test left current."""
+    init_default_scope('mmpretrain')
 
 
 @pytest.fixture(scope='module')
@@ -182,3 +192,46 @@ def test_generator_is_deterministic_and_keeps_the_default_datasets(tmp_path):
     assert files and all((tmp_path / 'a' / f).read_bytes() == (tmp_path / 'b' / f).read_bytes()
                          for f in files)
     assert make_tiny_data.parse_args(['--out', 'x']).only == ['imagenet', 'voc']
+
+
+CIFAR100_URL = 'https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz'
+
+
+@pytest.mark.parametrize('root_exists', [False, True])
+def test_cifar_config_without_the_data_names_the_files_and_downloads_nothing(tmp_path, monkeypatch,
+                                                                            root_exists):
+    root = tmp_path / 'data' / 'cifar100'
+    if root_exists:
+        root.mkdir(parents=True)
+    monkeypatch.setenv('CIFAR100_ROOT', str(root))
+    cfg = Config.fromfile(str(REPO / 'configs/cifar/resnet20_1xb128_cifar100.py'))
+    message = (rf'CheckedCIFAR100: {root}/cifar-100-python/train does not exist\. Expected '
+               rf'{root}/cifar-100-python/ holding the published files \(train, test, meta\): download '
+               rf'{re.escape(CIFAR100_URL)} \(md5 eb9058c3a382ffc7106e4002c42a8d85\) and extract it in {root}/, '
+               r'or set download=True in the dataset config')
+    with pytest.raises(RuntimeError, match=message):
+        DATASETS.build(cfg.train_dataloader.dataset)
+    if root_exists:
+        assert root.is_dir() and not any(root.iterdir())
+    else:
+        assert not (tmp_path / 'data').exists()
+
+
+@pytest.mark.parametrize('root_exists', [False, True])
+def test_failed_download_says_so_and_leaves_nothing_behind(tmp_path, root_exists):
+    """``download=True`` asked for explicitly, and the archive cannot be fetched (a URL that does not
+    resolve to a file: the same urllib path as an unreachable host)."""
+    unreachable = (tmp_path / 'mirror' / 'cifar-100-python.tar.gz').as_uri()
+    unreachable_cifar = type('UnreachableCIFAR100', (CheckedCIFAR100, ), dict(url=unreachable))
+    root = tmp_path / 'data' / 'cifar100'
+    if root_exists:
+        root.mkdir(parents=True)
+    written = [str(tmp_path / 'data')]
+    removed = 'it wrote nothing' if root_exists else re.escape(f'removed what it wrote: {written}')
+    with pytest.raises(RuntimeError, match=rf'download=True, but fetching {re.escape(unreachable)} into {root}/ '
+                                           rf'failed \(URLError: .*\); {removed}\. Expected .* download'):
+        unreachable_cifar(data_root=str(root), download=True)
+    if root_exists:
+        assert root.is_dir() and not any(root.iterdir())
+    else:
+        assert not (tmp_path / 'data').exists()

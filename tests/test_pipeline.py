@@ -83,7 +83,7 @@ def test_dist_train_two_processes_and_resume(tmp_path):
     work = tmp_path / 'work'
     options = ['--cfg-options', 'model.backbone.init_cfg=None', 'train_cfg.val_interval=100',
                'default_hooks.checkpoint.interval=1']
-    env = {'PYTHON': sys.executable, 'TINY_VOC_ROOT': f'{voc}/'}
+    env = {'PYTHON': sys.executable, 'VOC_ROOT': f'{voc}/'}
     run(['bash', 'tools/dist_train.sh', TINY_DETECTION, 2, '--work-dir', work, *options,
          'train_cfg.max_epochs=1'], env={**env, 'PORT': str(free_port())}, timeout=600)
     assert (work / 'epoch_1.pth').is_file()

@@ -1,5 +1,4 @@
 """mmpretrain ResNet-50 checkpoint -> mmdet ResNet / RetinaNet backbone (fdrop_mm.transfer)."""
-import importlib.util
 import re
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from mmengine.runner import Runner, save_checkpoint
 from mmpretrain.registry import MODELS as CLS_MODELS
 
 from fdrop_mm.transfer import extract_backbone, focused_dropout_settings, parse_config_text
-from tests.conftest import REPO, classifier_cfg
+from tests.conftest import classifier_cfg, load_tool
 
 VOC_RETINANET = Path(mmdet.__file__).parent / '.mim/configs/pascal_voc/retinanet_r50_fpn_1x_voc0712.py'
 FD_HOOK = dict(type='FocusedDropoutHook', targets=['backbone.layer3'], participation=0.5)
@@ -100,9 +99,35 @@ def test_meta_records_source_and_focused_dropout_settings(source, extracted):
     hook, = meta['focused_dropout']['hooks']
     # as configured, with the hook's defaults filled in
     assert hook == dict(type='FocusedDropoutHook', targets=['backbone.layer3'], participation=0.5,
-                        weight_decay_multiplier=2.0, gamma_range=(0.3, 0.6), mode='focused', seed=None,
-                        vis_interval=0, vis_samples=4)
+                        weight_decay_multiplier=2.0, gamma_range=(0.3, 0.6), mode='focused', seed=None)
     assert meta['focused_dropout']['modules'] == []
+
+
+def test_meta_records_the_classifier_source(extracted):
+    source = extracted[1]['meta']['source_model']
+    assert source == dict(type='ImageClassifier', known_from='meta.cfg model.type')
+
+
+def test_detector_source_is_refused_unless_allowed(detector_checkpoint, tmp_path):
+    """A fine-tuned detector's backbone.* fits mmdet ResNet-50 exactly: only its meta tells it apart."""
+    dst = tmp_path / 'out.pth'
+    with pytest.raises(ValueError, match=rf"checkpoint {re.escape(str(detector_checkpoint))} was trained as a "
+                                         r"RetinaNet \(known from its meta\.cfg model\.type\), not as an "
+                                         r"mmpretrain ImageClassifier.*allow_non_classifier_source=True"):
+        extract_backbone(detector_checkpoint, dst)
+    assert not dst.exists()
+    written = extract_backbone(detector_checkpoint, dst, allow_non_classifier_source=True)
+    assert written['meta']['source_model'] == dict(type='RetinaNet', known_from='meta.cfg model.type')
+    detector_state = torch.load(detector_checkpoint)['state_dict']
+    assert len(written['state_dict']) == R50_KEYS
+    assert all(torch.equal(v, detector_state[k]) for k, v in written['state_dict'].items())
+
+
+def test_detector_source_without_meta_is_known_by_its_heads(detector_checkpoint, tmp_path):
+    torch.save({'state_dict': torch.load(detector_checkpoint)['state_dict']}, tmp_path / 'bare.pth')
+    with pytest.raises(ValueError, match=r"was trained as a detector \(known from its state_dict keys "
+                                         r"\['bbox_head\.'\]\)"):
+        extract_backbone(tmp_path / 'bare.pth', tmp_path / 'out.pth')
 
 
 def test_focused_dropout_settings_of_other_runs():
@@ -261,15 +286,8 @@ def test_strict_pretrained_must_be_the_only_init_cfg(extracted):
 
 
 # CLI --------------------------------------------------------------------------------
-def load_cli():
-    spec = importlib.util.spec_from_file_location('extract_backbone_cli', REPO / 'tools' / 'extract_backbone.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_cli(source, tmp_path, capsys):
-    cli = load_cli()
+    cli = load_tool('extract_backbone')
     with pytest.raises(SystemExit, match='0'):
         cli.main(['--help'])
     help_text = capsys.readouterr().out
@@ -283,3 +301,14 @@ def test_cli(source, tmp_path, capsys):
 
     assert cli.main([str(tmp_path / 'nope.pth'), str(dst)]) == 1
     assert 'nope.pth' in capsys.readouterr().err
+
+
+def test_cli_detector_source(detector_checkpoint, tmp_path, capsys):
+    cli = load_tool('extract_backbone')
+    dst = tmp_path / 'cli.pth'
+    assert cli.main([str(detector_checkpoint), str(dst)]) == 1
+    err = capsys.readouterr().err
+    assert f'error: checkpoint {detector_checkpoint} was trained as a RetinaNet' in err
+    assert '--allow-non-classifier-source' in err and not dst.exists()
+    assert cli.main([str(detector_checkpoint), str(dst), '--allow-non-classifier-source']) == 0
+    assert '"type": "RetinaNet"' in capsys.readouterr().out

@@ -3,10 +3,12 @@
 Usage::
 
     python tools/extract_backbone.py SRC DST [--depth 50] [--meta arm=fd_mwd note=...]
+                                     [--allow-non-classifier-source]
 
 Writes ``{'state_dict': {'backbone.*': tensor}, 'meta': {...}}`` to DST for
 ``init_cfg=dict(type='StrictPretrained', checkpoint=DST, prefix='backbone.')``.
-See ``fdrop_mm.transfer.extract_backbone``.
+A SRC that is not an mmpretrain ImageClassifier's (e.g. a fine-tuned detector) is
+refused unless ``--allow-non-classifier-source``. See ``fdrop_mm.transfer.extract_backbone``.
 """
 import argparse
 import ast
@@ -37,9 +39,13 @@ def main(argv=None) -> int:
     parser.add_argument('--depth', type=int, default=50, help='mmdet ResNet depth to verify against (default 50)')
     parser.add_argument('--meta', nargs='+', type=meta_item, default=[], metavar='KEY=VALUE',
                         help='extra meta entries, e.g. arm=fd_mwd')
+    parser.add_argument('--allow-non-classifier-source', action='store_true',
+                        help='extract from a checkpoint trained as another model than an mmpretrain '
+                        'ImageClassifier (e.g. a fine-tuned detector); its meta records the source model')
     args = parser.parse_args(argv)
     try:
-        written = extract_backbone(args.src, args.dst, depth=args.depth, meta=dict(args.meta))
+        written = extract_backbone(args.src, args.dst, depth=args.depth, meta=dict(args.meta),
+                                   allow_non_classifier_source=args.allow_non_classifier_source)
     except (FileNotFoundError, ValueError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 1

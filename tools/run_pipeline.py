@@ -77,10 +77,9 @@ def parse_args(argv=None):
 class Pipeline:
     def __init__(self, args):
         self.args = args
-        prefix = 'TINY_' if args.tiny else ''
         self.env = {**os.environ,
-                    f'{prefix}IMAGENET_ROOT': str(args.data_root / 'imagenet'),
-                    f'{prefix}VOC_ROOT': str(args.data_root / 'VOCdevkit') + '/',
+                    'IMAGENET_ROOT': str(args.data_root / 'imagenet'),
+                    'VOC_ROOT': str(args.data_root / 'VOCdevkit') + '/',
                     'PYTHON': sys.executable,
                     'GPUS': str(args.gpus),  # read by slurm_train.sh
                     'PYTHONPATH': os.pathsep.join(filter(None, [str(REPO), os.environ.get('PYTHONPATH')]))}

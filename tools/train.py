@@ -3,7 +3,9 @@
 Same arguments as theirs. Additionally, with ``--launcher pytorch`` on a machine
 without GPUs, it starts a gloo process group and wraps the model with
 ``CPUAwareDistributedDataParallel`` (see fdrop_mm.distributed), so
-``tools/dist_train.sh CONFIG 2`` runs on CPUs too.
+``tools/dist_train.sh CONFIG 2`` runs on CPUs too. A ``load_from`` checkpoint (not a
+resume) must fit the model exactly, unless ``--allow-partial-load``
+(see fdrop_mm.transfer.check_checkpoint_fits).
 """
 import argparse
 import os
@@ -16,24 +18,29 @@ from mmengine.runner import Runner
 
 import fdrop_mm  # noqa: F401  registrations and safe checkpoint loading
 from fdrop_mm.distributed import init_cpu_process_group
+from fdrop_mm.transfer import check_checkpoint_fits
 
 
 def add_launch_args(parser: argparse.ArgumentParser) -> None:
-    """Arguments train.py and test.py share, as in mmdet's and mmpretrain's tools."""
+    """Arguments train.py and test.py share: mmdet's and mmpretrain's, and --allow-partial-load."""
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value (e.g. train_cfg.max_iters=100)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
                         help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    parser.add_argument('--allow-partial-load', action='store_true',
+                        help='load a checkpoint that does not fit the model (missing, unexpected or '
+                        'mis-shaped keys): only its matching keys, the others listed as a warning; '
+                        'without this flag such a checkpoint is an error')
 
 
-def parse_launch_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
-    args = parser.parse_args()
+def parse_launch_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    args = parser.parse_args(argv)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Train a classifier or detector (mmpretrain / mmdet config)')
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
@@ -43,7 +50,7 @@ def parse_args():
                         help='resume from this checkpoint, or without a path from the latest '
                         'checkpoint in the work directory')
     add_launch_args(parser)
-    return parse_launch_args(parser)
+    return parse_launch_args(parser, argv)
 
 
 def load_config(args) -> Config:
@@ -68,8 +75,8 @@ def setup_cpu_distributed(cfg: Config, launcher: str) -> None:
         cfg.model_wrapper_cfg = dict(type='CPUAwareDistributedDataParallel')
 
 
-def main():
-    args = parse_args()
+def main(argv=None):
+    args = parse_args(argv)
     cfg = load_config(args)
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
@@ -89,6 +96,8 @@ def main():
 
     setup_cpu_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    if cfg.get('load_from') and not cfg.get('resume'):
+        check_checkpoint_fits(runner.model, cfg.load_from, allow_partial=args.allow_partial_load)
     runner.train()
 
 

@@ -5,10 +5,11 @@
 # Data root: $VOC_ROOT (default data/VOCdevkit/); checkpoint: $BACKBONE_CKPT.
 _base_ = 'mmdet::pascal_voc/retinanet_r50_fpn_1x_voc0712.py'
 
-custom_imports = dict(imports=['fdrop_mm', 'fdrop_mm.detection'], allow_failed_imports=False)
+custom_imports = dict(imports=['fdrop_mm'], allow_failed_imports=False)
 
-# CheckedVOCDataset: VOCDataset that stops on a missing path, malformed XML, an unknown class
-# name or a box outside the image, naming the file, where VOCDataset would skip or crash bare.
+# CheckedVOCDataset: VOCDataset that stops when built on a missing path, a missing or empty
+# image, malformed XML, an unknown class name or an invalid box, naming the file, where
+# VOCDataset would skip, crash bare or fail only when the image is loaded.
 data_root = '{{$VOC_ROOT:data/VOCdevkit/}}'
 checked = dict(type='CheckedVOCDataset', data_root=data_root)
 _base_.train_dataloader.dataset.dataset.datasets[0].update(checked)

@@ -3,7 +3,7 @@
 # Data root: $IMAGENET_ROOT, default data/imagenet (train/, val/, meta/{train,val}.txt).
 _base_ = 'mmpretrain::resnet/resnet50_8xb32_in1k.py'
 
-custom_imports = dict(imports=['fdrop_mm', 'fdrop_mm.classification_data'], allow_failed_imports=False)
+custom_imports = dict(imports=['fdrop_mm'], allow_failed_imports=False)
 
 data_root = '{{$IMAGENET_ROOT:data/imagenet}}'
 # CheckedImageNet: mmpretrain's ImageNet, but an empty split stops with the file named

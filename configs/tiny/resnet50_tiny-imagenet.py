@@ -3,10 +3,10 @@
 # the drawings of the tiny VOC's 20 classes, as real ImageNet covers VOC's: with only the first
 # 10 of them, the transferred backbone did not beat a random one in the detection fine-tune
 # (VOC07 mAP 0.067 vs 0.077 floor; 20 classes: 0.187).
-# Data root: $TINY_IMAGENET_ROOT, default data/tiny/imagenet.
+# Data root: $IMAGENET_ROOT as in the full config, default here data/tiny/imagenet.
 _base_ = '../pretrain/resnet50_8xb32_in1k.py'
 
-data_root = '{{$TINY_IMAGENET_ROOT:data/tiny/imagenet}}'
+data_root = '{{$IMAGENET_ROOT:data/tiny/imagenet}}'
 num_classes = 20
 model = dict(head=dict(num_classes=num_classes, topk=(1, 5)))
 data_preprocessor = dict(num_classes=num_classes)

@@ -1,10 +1,10 @@
 # CPU smoke run of the detection fine-tune on the generated tiny VOCdevkit (192x160 images):
 # small input, a narrow FPN and head, few epochs. The backbone is still the full ResNet-50, so
 # the transfer from the tiny pretraining is the real one.
-# Data root: $TINY_VOC_ROOT (default data/tiny/VOCdevkit/).
+# Data root: $VOC_ROOT as in the full config, default here data/tiny/VOCdevkit/.
 _base_ = '../detection/retinanet_r50_fpn_1x_voc0712_from-baseline.py'
 
-data_root = '{{$TINY_VOC_ROOT:data/tiny/VOCdevkit/}}'
+data_root = '{{$VOC_ROOT:data/tiny/VOCdevkit/}}'
 img_scale = (128, 112)
 train_pipeline = [
     dict(type='LoadImageFromFile'),

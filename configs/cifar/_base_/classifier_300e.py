@@ -7,8 +7,7 @@
 # weight decay 5e-4 (Fig. 6c's best, 1e-3, is then the FocusedDropout steps' decay at x2).
 _base_ = ['mmpretrain::_base_/schedules/cifar10_bs128.py', 'mmpretrain::_base_/default_runtime.py']
 
-custom_imports = dict(imports=['fdrop_mm', 'fdrop_mm.classification_data'],
-                      allow_failed_imports=False)
+custom_imports = dict(imports=['fdrop_mm'], allow_failed_imports=False)
 
 model = dict(
     type='ImageClassifier',

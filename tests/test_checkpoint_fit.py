@@ -1,0 +1,127 @@
+"""A whole model's checkpoint must fit the model: tools/test.py's CHECKPOINT and tools/train.py's
+load_from (fdrop_mm.transfer.check_checkpoint_fits), on real Runners and checkpoint files."""
+import json
+import re
+import subprocess
+import sys
+import uuid
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from mmengine.runner import Runner
+from mmpretrain.registry import MODELS
+
+from fdrop_mm.transfer import check_checkpoint_fits
+from tests.conftest import REPO, TINY_DETECTION, classifier_cfg, load_tool
+
+EMA = [dict(type='EMAHook')]
+
+
+def with_test_split(cfg: dict) -> dict:
+    """A classifier_cfg with its image folder as the test split, scored by top-1 accuracy."""
+    in_order = dict(cfg['train_dataloader'], sampler=dict(type='DefaultSampler', shuffle=False))
+    return dict(cfg, test_dataloader=in_order, test_evaluator=dict(type='Accuracy', topk=(1, )), test_cfg=dict())
+
+
+@pytest.fixture(scope='module')
+def classifier(image_folder, tmp_path_factory):
+    """(config file, checkpoint) of a narrow ResNet-18 classifier trained 2 iterations with EMAHook
+    (the checkpoint holds ``ema_state_dict`` too); the config file is without the hook."""
+    work_dir = tmp_path_factory.mktemp('classifier')
+    cfg = with_test_split(classifier_cfg(image_folder, work_dir, max_iters=2))
+    Runner.from_cfg(Config(dict(cfg, custom_hooks=EMA))).train()
+    config = work_dir / 'classifier.py'
+    Config(cfg).dump(str(config))
+    return config, work_dir / 'iter_2.pth'
+
+
+def run_test_tool(config, checkpoint, work_dir, *cfg_options, allow_partial=False):
+    """tools/test.py in this process; the metrics it wrote."""
+    metrics = work_dir / 'metrics.json'
+    load_tool('test').main([str(config), str(checkpoint), '--work-dir', str(work_dir), '--metrics-out',
+                            str(metrics), *(['--allow-partial-load'] if allow_partial else []),
+                            '--cfg-options', f'experiment_name=test_{uuid.uuid4().hex[:8]}', *cfg_options])
+    return json.loads(metrics.read_text())
+
+
+@pytest.mark.parametrize('hooks', [[], EMA], ids=['plain', 'ema'])
+def test_own_checkpoint_with_ema_state_is_tested(classifier, tmp_path, hooks):
+    """The strict check passes a checkpoint of the same model, tested with and without EMAHook."""
+    config, ckpt = classifier
+    assert 'ema_state_dict' in torch.load(ckpt)
+    with_hooks = tmp_path / 'config.py'
+    Config(dict(Config.fromfile(str(config)).to_dict(), custom_hooks=hooks)).dump(str(with_hooks))
+    metrics = run_test_tool(with_hooks, ckpt, tmp_path)
+    assert 0 <= metrics['accuracy/top1'] <= 100
+
+
+def test_ddp_saved_keys_fit(classifier, tmp_path):
+    """Runner.load_checkpoint strips ``module.`` (a raw DDP state_dict); so does the check."""
+    config, ckpt = classifier
+    state = torch.load(ckpt)['state_dict']
+    torch.save({'state_dict': {f'module.{k}': v for k, v in state.items()}}, tmp_path / 'ddp.pth')
+    init_default_scope('mmpretrain')
+    check_checkpoint_fits(MODELS.build(Config.fromfile(str(config)).model), tmp_path / 'ddp.pth')
+
+
+def test_mis_shaped_head_is_refused_or_partially_loaded_on_request(classifier, tmp_path):
+    config, ckpt = classifier
+    three_classes = ['model.head.num_classes=3', 'model.data_preprocessor.num_classes=3']
+    message = (rf"checkpoint {re.escape(str(ckpt))} does not fit the ImageClassifier: 2 shape mismatches: "
+               r"\['head\.fc\.weight: checkpoint \(2, 64\) vs model \(3, 64\)', "
+               r"'head\.fc\.bias: checkpoint \(2,\) vs model \(3,\)'\]\. For a deliberate partial load")
+    with pytest.raises(ValueError, match=message):
+        run_test_tool(config, ckpt, tmp_path / 'refused', *three_classes)
+    assert not (tmp_path / 'refused' / 'metrics.json').exists()
+
+    run_test_tool(config, ckpt, tmp_path / 'partial', *three_classes, allow_partial=True)
+    log, = (tmp_path / 'partial').glob('*/*.log')
+    assert re.search(r'WARNING - checkpoint .* does not fit the ImageClassifier: 2 shape mismatches: '
+                     r".*--allow-partial-load: loading only the matching keys", log.read_text())
+
+
+def test_classifier_checkpoint_on_a_detector_is_refused(classifier, tmp_path):
+    """As a user runs it: the process fails naming the keys, and writes no metrics."""
+    _, ckpt = classifier
+    proc = subprocess.run([sys.executable, 'tools/test.py', str(TINY_DETECTION), str(ckpt), '--work-dir',
+                           str(tmp_path), '--metrics-out', str(tmp_path / 'm.json'),
+                           '--cfg-options', 'model.backbone.init_cfg=None'],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    assert re.search(rf"ValueError: checkpoint {re.escape(str(ckpt))} does not fit the RetinaNet: "
+                     r"\d+ missing: \['backbone\.layer1\.0\.conv3\.weight'.*; "
+                     r"2 unexpected: \['head\.fc\.weight', 'head\.fc\.bias'\]; \d+ shape mismatches: "
+                     r"\['backbone\.conv1\.weight: checkpoint \(8, 3, 3, 3\) vs model \(64, 3, 7, 7\)'",
+                     proc.stderr), proc.stderr[-3000:]
+    assert not (tmp_path / 'm.json').exists()
+
+
+def test_detector_checkpoint_on_a_classifier_is_refused(classifier, detector_checkpoint, tmp_path):
+    config, _ = classifier
+    message = (rf"checkpoint {re.escape(str(detector_checkpoint))} does not fit the ImageClassifier: "
+               r"2 missing: \['head\.fc\.weight', 'head\.fc\.bias'\]; \d+ unexpected: .*; "
+               r"\d+ shape mismatches: \['backbone\.conv1\.weight")
+    with pytest.raises(ValueError, match=message):
+        run_test_tool(config, detector_checkpoint, tmp_path)
+
+
+def test_train_load_from_must_fit(classifier, tmp_path):
+    config, ckpt = classifier
+    train = load_tool('train')
+
+    def argv(work_dir, *options):
+        return [str(config), '--work-dir', str(tmp_path / work_dir), '--cfg-options', f'load_from={ckpt}',
+                f'experiment_name=train_{uuid.uuid4().hex[:8]}', *options]
+
+    with pytest.raises(ValueError, match=rf"checkpoint {re.escape(str(ckpt))} does not fit the ImageClassifier: "
+                                         r"2 shape mismatches: \['head\.fc\.weight"):
+        train.main(argv('refused', 'model.head.num_classes=3', 'model.data_preprocessor.num_classes=3'))
+    assert not list((tmp_path / 'refused').glob('*.pth')), 'refused before training'
+    train.main(argv('partial', 'model.head.num_classes=3', 'model.data_preprocessor.num_classes=3')
+               + ['--allow-partial-load'])
+    assert (tmp_path / 'partial' / 'iter_2.pth').is_file()
+    train.main(argv('fits'))
+    fine_tuned = torch.load(tmp_path / 'fits' / 'iter_2.pth')['state_dict']
+    assert fine_tuned.keys() == torch.load(ckpt)['state_dict'].keys()
