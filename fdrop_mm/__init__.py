@@ -1,42 +1,43 @@
 """FocusedDropout for the OpenMMLab stack.
 
-- ``fdrop_mm.focused_dropout``: the operator (pure torch): ``focused_mask``, ``FocusedDropout``.
-- ``fdrop_mm.hooks``: ``FocusedDropoutHook``, participation rate and magnified weight decay.
-- ``fdrop_mm.distributed``: DDP on CPU (gloo) for mmengine Runners.
-- ``fdrop_mm.cifar_models``: the paper's CIFAR backbones (registered in mmpretrain's MODELS) and
-  the compared regularisers SpatialDropout and DropBlock2d (root MODELS).
-- ``fdrop_mm.classification_data``: CheckedCIFAR10/100, TinyImageNet, CheckedImageNet
-  (mmpretrain's DATASETS).
-- ``fdrop_mm.detection``: CheckedVOCDataset, VOCMetricPerClass (mmdet's DATASETS, METRICS).
+The operator is pure torch and needs no other package::
 
-Importing the package (``custom_imports = dict(imports=['fdrop_mm'])``, the only import any
-config needs) registers FocusedDropout in mmengine's root MODELS (visible from the mmdet and
-mmpretrain scopes and to mmcv's ``build_plugin_layer``), the hook in the root HOOKS, the CPU
-DDP wrapper in MODEL_WRAPPERS, the mmpretrain adapters (CIFAR networks, datasets) when
-mmpretrain is installed and the mmdet adapters when mmdet is, and makes mmengine checkpoints
-loadable under torch's weights-only ``torch.load``. An adapter whose package is installed but
-fails to import raises that ImportError.
+    from fdrop_mm import FocusedDropout, focused_dropout, focused_mask
+
+Layers, each importing only those above it:
+
+- ``fdrop_mm.focused_dropout``: the operator (torch only).
+- ``fdrop_mm.compat``: torch >= 2.6 weights-only loading of mmengine checkpoints; DDP on CPU.
+- ``fdrop_mm.models``: the regularisers in root MODELS (FocusedDropout, SpatialDropout,
+  DropBlock2d) and the paper's CIFAR backbones (mmpretrain's MODELS).
+- ``fdrop_mm.engine.hooks``: ``FocusedDropoutHook``, ``FocusedDropoutVisualizationHook``.
+- ``fdrop_mm.datasets``, ``fdrop_mm.evaluation``: checked CIFAR / Tiny ImageNet / ImageNet
+  (mmpretrain) and VOC datasets, VOC mAP with per-class AP (mmdet).
+- ``fdrop_mm.transfer``: classifier checkpoint -> detector backbone, strict loading.
+- ``fdrop_mm.experiments``, ``fdrop_mm.testing``: the pipeline, sweeps, tables, tiny data.
+
+With mmengine installed, importing the package (``custom_imports = dict(imports=['fdrop_mm'])``,
+the only import any config needs) registers all of it: the mmpretrain adapters when mmpretrain
+is installed, the mmdet adapters when mmdet is. An adapter whose package is installed but fails
+to import raises that ImportError.
 """
 from importlib.util import find_spec
 
-from mmengine.registry import MODELS
+from .focused_dropout import FocusedDropout, focused_dropout, focused_mask, reference_channel
 
-from .checkpoint_safety import allow_mmengine_checkpoints, name_unreadable_checkpoints
-from .distributed import CPUAwareDistributedDataParallel
-from .focused_dropout import FocusedDropout, focused_mask
-from .hooks import FocusedDropoutHook
-from .transfer import StrictPretrainedInit, extract_backbone
+__all__ = ['focused_mask', 'focused_dropout', 'reference_channel', 'FocusedDropout']
 
-MODELS.register_module(module=FocusedDropout)
-allow_mmengine_checkpoints()
-name_unreadable_checkpoints()
-
-__all__ = ['focused_mask', 'FocusedDropout', 'FocusedDropoutHook', 'CPUAwareDistributedDataParallel',
-           'extract_backbone', 'StrictPretrainedInit']
-
-if find_spec('mmpretrain') is not None:
-    from . import classification_data  # noqa: F401  registers the datasets
-    from .cifar_models import CifarDenseNet, CifarResNet, CifarVGG, CifarWideResNet
-    __all__ += ['CifarResNet', 'CifarVGG', 'CifarDenseNet', 'CifarWideResNet']
-if find_spec('mmdet') is not None:
-    from . import detection  # noqa: F401  registers CheckedVOCDataset, VOCMetricPerClass
+if find_spec('mmengine') is not None:
+    from . import compat, models  # noqa: F401  (compat: mmengine checkpoints load under torch >= 2.6)
+    from .compat import CPUAwareDistributedDataParallel
+    from .engine import FocusedDropoutHook, FocusedDropoutVisualizationHook
+    from .transfer import StrictPretrainedInit, extract_backbone
+    __all__ += ['FocusedDropoutHook', 'FocusedDropoutVisualizationHook', 'CPUAwareDistributedDataParallel',
+                'extract_backbone', 'StrictPretrainedInit']
+    if find_spec('mmpretrain') is not None:
+        from .datasets import classification  # noqa: F401  registers the classification datasets
+        from .models import CifarDenseNet, CifarResNet, CifarVGG, CifarWideResNet
+        __all__ += ['CifarResNet', 'CifarVGG', 'CifarDenseNet', 'CifarWideResNet']
+    if find_spec('mmdet') is not None:
+        from . import evaluation  # noqa: F401  registers VOCMetricPerClass
+        from .datasets import voc  # noqa: F401  registers CheckedVOCDataset

@@ -4,7 +4,7 @@ The operator keeps the spatial positions where the channel with the highest mean
 activation (the "reference channel") is strong, and zeroes every channel
 elsewhere (§4, Fig. 3). Which batches use it and the magnified weight decay on
 those batches (§4, §5.2) are decided by the training loop, see
-``fdrop_mm.hooks.FocusedDropoutHook``; this module only holds the mask.
+``fdrop_mm.engine.hooks.FocusedDropoutHook``; this module only holds the mask.
 """
 import numbers
 import warnings

@@ -12,12 +12,12 @@
   (``tools/test.py``'s CHECKPOINT, ``tools/train.py``'s ``load_from``), which
   mmengine's Runner loads non-strictly.
 
-The source's training config is read from its ``meta['cfg']`` text with a
-literal-only parser (:func:`parse_config_text`), never executed:
-``Config.fromstring`` would run whatever Python the checkpoint carries.
+What trained the source is read from its ``meta['cfg']`` text (``model.type``) with a
+literal-only parser (:func:`parse_config_text`), never executed: ``Config.fromstring``
+would run whatever Python the checkpoint carries. Its FocusedDropout settings are data:
+``meta['focused_dropout']``, which ``FocusedDropoutHook`` writes into every checkpoint.
 """
 import ast
-import inspect
 import logging
 import os
 import os.path as osp
@@ -32,11 +32,9 @@ from mmengine.model.weight_init import update_init_info
 from mmengine.registry import WEIGHT_INITIALIZERS
 from torch import nn
 
-from .focused_dropout import FocusedDropout
-from .hooks import FocusedDropoutHook
 
 __all__ = ['extract_backbone', 'load_checkpoint_file', 'parse_config_text',
-           'focused_dropout_settings', 'source_model', 'checkpoint_mismatches',
+           'source_model', 'checkpoint_mismatches',
            'check_checkpoint_fits', 'StrictPretrainedInit']
 
 PREFIX = 'backbone.'
@@ -49,8 +47,9 @@ CLASSIFIER_TYPE = 'ImageClassifier'
 DETECTOR_HEAD_PREFIXES = ('bbox_head.', 'rpn_head.', 'roi_head.')
 # Runner.load_checkpoint's default revise_keys, which load_from and tools/test.py go through
 RUNNER_REVISE_KEYS = ((r'^module.', ''), )
-FD_TYPES = {'FocusedDropoutHook': FocusedDropoutHook, 'FocusedDropout': FocusedDropout}
 
+NO_FOCUSED_DROPOUT_NOTE = ('the source checkpoint records no FocusedDropoutHook (meta.focused_dropout): '
+                           'trained without it, or saved before fdrop_mm recorded it')
 
 # checkpoint files ----------------------------------------------------------
 def _is_local(path: str) -> bool:
@@ -200,46 +199,6 @@ def parse_config_text(text: str) -> Tuple[Dict[str, Any], Dict[str, str]]:
     return values, skipped
 
 
-def _with_defaults(entry: dict) -> dict:
-    """A FocusedDropout(Hook) config with the class defaults filled in."""
-    cls = FD_TYPES[str(entry['type']).split('.')[-1]]
-    params = inspect.signature(cls.__init__).parameters.values()
-    settings = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
-    settings.update(entry)
-    return settings
-
-
-def _find_fd_modules(obj: Any) -> List[dict]:
-    if isinstance(obj, dict):
-        found = [_with_defaults(obj)] if str(obj.get('type', '')).split('.')[-1] == 'FocusedDropout' else []
-        return found + [m for v in obj.values() for m in _find_fd_modules(v)]
-    if isinstance(obj, (list, tuple)):
-        return [m for v in obj for m in _find_fd_modules(v)]
-    return []
-
-
-def focused_dropout_settings(cfg_text: Optional[str]) -> Tuple[Optional[dict], Optional[str]]:
-    """FocusedDropout settings a training config used: ``({'hooks': [...], 'modules': [...]}, None)``.
-
-    ``hooks`` are the ``custom_hooks`` entries of type FocusedDropoutHook,
-    ``modules`` any FocusedDropout dicts inside ``model`` (e.g. mmdet ResNet
-    ``plugins``), both with the class defaults filled in; both empty for a run
-    without FocusedDropout. ``(None, reason)`` when the text cannot tell.
-    """
-    if not isinstance(cfg_text, str):
-        return None, 'the source checkpoint has no meta.cfg text'
-    try:
-        values, skipped = parse_config_text(cfg_text)
-    except SyntaxError as e:
-        return None, f'meta.cfg is not Python: {e}'
-    for name in ('custom_hooks', 'model'):
-        if name in skipped:
-            return None, f'meta.cfg {name}: {skipped[name]}'
-    hooks = [_with_defaults(h) for h in values.get('custom_hooks') or []
-             if isinstance(h, dict) and str(h.get('type', '')).split('.')[-1] == 'FocusedDropoutHook']
-    return dict(hooks=hooks, modules=_find_fd_modules(values.get('model'))), None
-
-
 def source_model(ckpt: dict, state: Mapping[str, Any]) -> dict:
     """What trained a checkpoint: ``{'type': ..., 'known_from': ...}``.
 
@@ -299,8 +258,9 @@ def extract_backbone(src, dst, *, depth: int = 50, meta: Optional[dict] = None,
     path), ``source_meta`` (the source's experiment_name, epoch, iter, seed,
     time, mmengine_version where present), ``source_model`` (what trained it,
     see :func:`source_model`), ``backbone`` (what the tensors were verified
-    against), ``num_tensors``, ``focused_dropout`` (see
-    :func:`focused_dropout_settings`; ``None`` plus ``focused_dropout_note``
+    against), ``num_tensors``, ``focused_dropout`` (the source's
+    ``meta['focused_dropout']``, the settings of its FocusedDropoutHook and the modules it
+    drove; ``None`` plus ``focused_dropout_note``
     when unknown), and the caller's ``meta`` entries at top level.
 
     A source trained as anything but an mmpretrain ImageClassifier (e.g. a
@@ -350,7 +310,8 @@ def extract_backbone(src, dst, *, depth: int = 50, meta: Optional[dict] = None,
         raise ValueError(f'checkpoint {src}: ' + _key_list('tensors with NaN/inf', nonfinite))
 
     src_meta = ckpt.get('meta') if isinstance(ckpt.get('meta'), dict) else {}
-    fd, note = focused_dropout_settings(src_meta.get('cfg'))
+    fd = src_meta.get('focused_dropout')  # FocusedDropoutHook.before_save_checkpoint wrote it
+    note = None if fd is not None else NO_FOCUSED_DROPOUT_NOTE
     record = dict(
         source=osp.abspath(src) if _is_local(src) else src,
         source_meta={k: _plain(src_meta[k]) for k in SOURCE_META_KEYS if k in src_meta},

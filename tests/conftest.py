@@ -99,3 +99,10 @@ def detector_checkpoint(tiny_voc, tmp_path_factory) -> Path:
     runner = Runner.from_cfg(cfg)
     runner.save_checkpoint(str(work_dir), 'retinanet.pth', save_optimizer=False, save_param_scheduler=False)
     return work_dir / 'retinanet.pth'
+
+
+@pytest.fixture
+def mmpretrain_scope():
+    """Registry builds resolve in mmpretrain, whatever default scope an earlier test left current."""
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmpretrain')

@@ -7,8 +7,10 @@ from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 from fdrop_mm import FocusedDropout, focused_mask
-from fdrop_mm.cifar_models import PENULTIMATE_STAGE
+from fdrop_mm.models.backbones.cifar import PENULTIMATE_STAGE
 from tests.conftest import classifier_cfg
+
+pytestmark = pytest.mark.usefixtures('mmpretrain_scope')
 
 
 def classifier(backbone: dict, num_classes: int = 10):

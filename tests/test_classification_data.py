@@ -8,22 +8,17 @@ from collections import Counter
 import numpy as np
 import pytest
 from mmengine.config import Config
-from mmengine.registry import init_default_scope
 from mmpretrain.registry import DATASETS
 
-from fdrop_mm.classification_data import CheckedCIFAR100
+from fdrop_mm.datasets.classification import CheckedCIFAR100
 from tests.conftest import REPO
 from tests.test_tiny_data import make_tiny_data
+
+pytestmark = pytest.mark.usefixtures('mmpretrain_scope')
 
 CIFAR10_TRAIN, CIFAR10_TEST, CIFAR100_TRAIN, CIFAR100_TEST = 20, 10, 5, 2
 TIN_CLASSES, TIN_TRAIN, TIN_VAL, TIN_SIZE = 10, 10, 4, 64
 LOAD = [dict(type='LoadImageFromFile')]
-
-
-@pytest.fixture(autouse=True)
-def mmpretrain_scope():
-    """Registry builds here resolve in mmpretrain, whatever scope an earlier test left current."""
-    init_default_scope('mmpretrain')
 
 
 @pytest.fixture(scope='module')

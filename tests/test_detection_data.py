@@ -10,7 +10,7 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 from mmdet.registry import DATASETS
 
-import fdrop_mm.detection  # noqa: F401  registers CheckedVOCDataset, VOCMetricPerClass
+import fdrop_mm.datasets.voc  # noqa: F401  registers CheckedVOCDataset, VOCMetricPerClass
 from tests.conftest import REPO, TINY_DETECTION
 
 _spec = importlib.util.spec_from_file_location('make_tiny_data', REPO / 'tools' / 'make_tiny_data.py')

@@ -248,3 +248,35 @@ def test_functional_is_what_the_module_computes(opposite):
     assert torch.equal(module(x), expected)
     with pytest.raises(TypeError, match='gamma'):
         focused_dropout(x, '0.4')
+
+
+def test_operator_imports_without_any_mm_package(tmp_path):
+    """``from fdrop_mm import FocusedDropout`` in an environment where no OpenMMLab package,
+    timm or cv2 can be imported: site-packages seen through an overlay without them."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    site = Path(torch.__file__).resolve().parents[1]
+    overlay = tmp_path / 'site-packages'
+    overlay.mkdir()
+    blocked = ('mm', 'timm', 'cv2', 'opencv', '__editable__', 'fdrop_mm')
+    for entry in site.iterdir():
+        if not entry.name.lower().startswith(blocked):
+            (overlay / entry.name).symlink_to(entry)
+    code = '\n'.join([
+        'import sys',
+        'from fdrop_mm import FocusedDropout, focused_dropout, focused_mask',
+        'import torch',
+        'x = torch.rand(2, 3, 5, 5)',
+        'assert torch.equal(focused_dropout(x, 0.5), x * focused_mask(x, 0.5))',
+        'FocusedDropout().train()(x)',
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('mmengine', 'mmcv', 'mmdet', 'mmpretrain', 'timm', 'cv2'))",
+        "assert not loaded, loaded",
+        "print('ok')"])
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, '-S', '-W', 'ignore', '-c', code], capture_output=True, text=True,
+                          env={'PYTHONPATH': f'{overlay}:{repo}', 'PATH': '/usr/bin:/bin'}, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == 'ok', proc.stderr[-2000:]
+    blocked_import = subprocess.run([sys.executable, '-S', '-c', 'import mmengine'], capture_output=True,
+                                    env={'PYTHONPATH': f'{overlay}:{repo}'}, timeout=60)
+    assert blocked_import.returncode != 0, 'the overlay must hide mmengine'

@@ -19,7 +19,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 from torch import nn
 
-import fdrop_mm.detection  # noqa: F401  registers CheckedVOCDataset
+import fdrop_mm.datasets.voc  # noqa: F401  registers CheckedVOCDataset
 from fdrop_mm import FocusedDropout, focused_mask
 from tests.conftest import REPO, classifier_cfg
 from tests.test_detection_data import build_test_split, make_tiny_data
@@ -243,7 +243,7 @@ def test_corrupt_checkpoint_for_runner_names_the_file(image_folder, tmp_path, re
 
 
 def test_empty_imagenet_split_names_the_file(tmp_path):
-    import fdrop_mm.classification_data  # noqa: F401  registers CheckedImageNet
+    import fdrop_mm.datasets.classification  # noqa: F401  registers CheckedImageNet
     from mmpretrain.registry import DATASETS as CLS_DATASETS
     root = tmp_path / 'imagenet'
     make_tiny_data.make_imagenet(root, seed=0, num_classes=2, train_per_class=1, val_per_class=1)

@@ -56,7 +56,7 @@ def test_detector_backbone_equals_the_extracted_backbone(pipeline):
     root, _, _ = pipeline
     backbone_file = root / 'work' / 'seed0' / 'pretrain_fd' / 'backbone.pth'
     extracted = torch.load(backbone_file)
-    assert extracted['meta']['focused_dropout']['hooks'][0]['participation'] == 0.5
+    assert extracted['meta']['focused_dropout']['participation'] == 0.5
     init_default_scope('mmdet')
     from mmdet.registry import MODELS
     cfg = Config.fromfile(str(TINY_DETECTION))

@@ -10,7 +10,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner, save_checkpoint
 from mmpretrain.registry import MODELS as CLS_MODELS
 
-from fdrop_mm.transfer import extract_backbone, focused_dropout_settings, parse_config_text
+from fdrop_mm.transfer import NO_FOCUSED_DROPOUT_NOTE, extract_backbone, parse_config_text
 from tests.conftest import classifier_cfg, load_tool
 
 VOC_RETINANET = Path(mmdet.__file__).parent / '.mim/configs/pascal_voc/retinanet_r50_fpn_1x_voc0712.py'
@@ -96,11 +96,11 @@ def test_meta_records_source_and_focused_dropout_settings(source, extracted):
     assert meta['source_meta']['experiment_name'] == raw['meta']['experiment_name']
     assert meta['backbone'] == dict(type='mmdet.ResNet', depth=50) and meta['num_tensors'] == R50_KEYS
     assert meta['arm'] == 'fd_mwd' and meta['note'] == 'test'
-    hook, = meta['focused_dropout']['hooks']
-    # as configured, with the hook's defaults filled in
-    assert hook == dict(type='FocusedDropoutHook', targets=['backbone.layer3'], participation=0.5,
-                        weight_decay_multiplier=2.0, gamma_range=(0.3, 0.6), mode='focused', seed=None)
-    assert meta['focused_dropout']['modules'] == []
+    # as the hook ran, its defaults filled in and its seed resolved (the runner's), with what it drove
+    assert meta['focused_dropout'] == dict(
+        type='FocusedDropoutHook', targets=['backbone.layer3'], participation=0.5, weight_decay_multiplier=2.0,
+        gamma_range=(0.3, 0.6), mode='focused', seed=0, modules=['backbone.layer3'])
+    assert 'focused_dropout_note' not in meta
 
 
 def test_meta_records_the_classifier_source(extracted):
@@ -130,17 +130,13 @@ def test_detector_source_without_meta_is_known_by_its_heads(detector_checkpoint,
         extract_backbone(tmp_path / 'bare.pth', tmp_path / 'out.pth')
 
 
-def test_focused_dropout_settings_of_other_runs():
-    baseline = "custom_hooks = [\n    dict(type='EMAHook'),\n]\nmodel = dict(type='ImageClassifier')\n"
-    assert focused_dropout_settings(baseline) == (dict(hooks=[], modules=[]), None)  # known: no FD
-    plugins = "model = dict(backbone=dict(type='mmdet.ResNet', plugins=[dict(cfg=dict(type='FocusedDropout', " \
-              "gamma_range=(0.5, 0.5)), position='after_conv3')]))\n"
-    assert focused_dropout_settings(plugins)[0]['modules'] == [
-        dict(type='FocusedDropout', gamma_range=(0.5, 0.5), opposite=False, in_channels=None)]
-    settings, note = focused_dropout_settings(None)
-    assert settings is None and 'no meta.cfg' in note
-    settings, note = focused_dropout_settings('custom_hooks = make_hooks()\n')
-    assert settings is None and 'custom_hooks' in note
+def test_a_source_without_the_hook_records_no_focused_dropout(resnet18_ckpt, tmp_path):
+    """A run without FocusedDropoutHook (a baseline, or in-model modules nobody drove) has no
+    meta.focused_dropout: the backbone says so instead of guessing from the config text."""
+    r50 = tmp_path / 'baseline.pth'
+    save_checkpoint({'state_dict': classifier().state_dict(), 'meta': {'cfg': "custom_hooks = []\n"}}, str(r50))
+    meta = extract_backbone(r50, tmp_path / 'out.pth')['meta']
+    assert meta['focused_dropout'] is None and meta['focused_dropout_note'] == NO_FOCUSED_DROPOUT_NOTE
 
 
 def test_config_text_is_parsed_not_executed(tmp_path):

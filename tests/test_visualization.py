@@ -17,7 +17,7 @@ from mmengine.runner import Runner
 from PIL import Image
 
 from fdrop_mm import focused_mask
-from fdrop_mm.hooks import FocusedDropoutVisualizationHook
+from fdrop_mm.engine.hooks import FocusedDropoutVisualizationHook
 from fdrop_mm.visualization import LABEL_HEIGHT, MIN_PANEL_SIDE, kept_positions
 from tests.conftest import REPO, classifier_cfg
 

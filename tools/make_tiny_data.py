@@ -49,10 +49,10 @@ published python pickles: dicts with the same keys, ``data`` uint8 (N, 3072) row
 planes, the real class names; CIFAR-100's coarse labels are synthetic (fine // 5). Written
 with numpy 2, whose pickles need numpy >= 1.26 to load. The md5 sums differ from the
 published files, so mmpretrain's CIFAR10/CIFAR100 refuse them: load them with
-``fdrop_mm.classification_data``'s ``CheckedCIFAR10``/``CheckedCIFAR100`` and
+``fdrop_mm.datasets.classification``'s ``CheckedCIFAR10``/``CheckedCIFAR100`` and
 ``verify_md5=False``, which checks their structure instead.
 
-Tiny ImageNet (``<out>/tiny-imagenet-200``, for ``fdrop_mm.classification_data.TinyImageNet``)::
+Tiny ImageNet (``<out>/tiny-imagenet-200``, for ``fdrop_mm.datasets.classification.TinyImageNet``)::
 
     wnids.txt (unsorted), words.txt ("<wnid>\\t<name>", with two extra WordNet roots)
     train/<wnid>/images/<wnid>_<n>.JPEG   train/<wnid>/<wnid>_boxes.txt

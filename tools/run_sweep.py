@@ -54,7 +54,7 @@ class Method:
 
     def overrides(self, backbone_type: str, tiny: bool = False) -> dict:
         """The config keys this method sets on top of a base config with that backbone."""
-        from fdrop_mm.cifar_models import PENULTIMATE_STAGE
+        from fdrop_mm.models.backbones.cifar import PENULTIMATE_STAGE
         penultimate = (PENULTIMATE_STAGE[backbone_type], )
         module, stages = {
             None: (None, None),

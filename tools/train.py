@@ -2,7 +2,7 @@
 
 Same arguments as theirs. Additionally, with ``--launcher pytorch`` on a machine
 without GPUs, it starts a gloo process group and wraps the model with
-``CPUAwareDistributedDataParallel`` (see fdrop_mm.distributed), so
+``CPUAwareDistributedDataParallel`` (see fdrop_mm.compat.cpu_ddp), so
 ``tools/dist_train.sh CONFIG 2`` runs on CPUs too. A ``load_from`` checkpoint (not a
 resume) must fit the model exactly, unless ``--allow-partial-load``
 (see fdrop_mm.transfer.check_checkpoint_fits).
@@ -17,7 +17,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import fdrop_mm  # noqa: F401  registrations and safe checkpoint loading
-from fdrop_mm.distributed import init_cpu_process_group
+from fdrop_mm.compat.cpu_ddp import init_cpu_process_group
 from fdrop_mm.transfer import check_checkpoint_fits
 
 

@@ -27,50 +27,17 @@ from typing import List, Optional
 import torch
 import torch.nn.functional as F
 from mmengine.model import BaseModule
-from mmengine.registry import MODELS as ROOT_MODELS
 from mmpretrain.registry import MODELS
-from timm.layers import DropBlock2d as TimmDropBlock2d
 from torch import Tensor, nn
 
-__all__ = ['CifarResNet', 'CifarVGG', 'CifarDenseNet', 'CifarWideResNet', 'DropBlock2d',
-           'PENULTIMATE_STAGE']
+from ..regularizers import check_positive_int
+
+__all__ = ['CifarResNet', 'CifarVGG', 'CifarDenseNet', 'CifarWideResNet', 'PENULTIMATE_STAGE']
 
 # Index of "the penultimate group" (§5) in each backbone's ``stages``.
 PENULTIMATE_STAGE = {'CifarResNet': 1, 'CifarVGG': 3, 'CifarDenseNet': 1, 'CifarWideResNet': 1}
 
 KAIMING_CONV_INIT = dict(type='Kaiming', layer='Conv2d')  # He et al. 2015 (fan_out, normal)
-
-ROOT_MODELS.register_module(name='SpatialDropout', module=nn.Dropout2d)
-
-
-@ROOT_MODELS.register_module()
-class DropBlock2d(TimmDropBlock2d):
-    """timm's DropBlock (Ghiasi et al. 2018) with a strict signature and a rate that is never 0.
-
-    timm's class only warns on an unknown argument and keeps its defaults, so a typo such as
-    ``keep_prob=0.9`` would train with drop_prob 0.1 unnoticed; here both settings are required
-    and anything else is a TypeError. The rate is constant: timm has no ramp, unlike the DropBlock
-    paper's linear schedule, and so there is no scheduler to forget to step (the public
-    reproduction of FocusedDropout shipped a DropBlock whose schedule never left 0).
-
-    Args:
-        drop_prob: fraction of units to drop, in (0, 1]. DropBlock's ImageNet setting is 0.1
-            (keep_prob 0.9).
-        block_size: side of the square blocks. DropBlock's ImageNet setting is 7.
-        couple_channels: one mask shared by all channels. Default False: the DropBlock paper's
-            Algorithm 1 draws a mask per channel, which it found to work better (timm defaults to
-            True).
-        scale_by_keep: rescale kept units by numel / kept, as the DropBlock paper does.
-    """
-
-    def __init__(self, drop_prob: float, block_size: int, couple_channels: bool = False,
-                 scale_by_keep: bool = True) -> None:
-        if isinstance(drop_prob, bool) or not isinstance(drop_prob, (int, float)) \
-                or not 0.0 < drop_prob <= 1.0:
-            raise ValueError(f'DropBlock2d: drop_prob must lie in (0, 1], got {drop_prob!r}')
-        _check_positive_int('DropBlock2d', 'block_size', block_size)
-        super().__init__(drop_prob=float(drop_prob), block_size=block_size,
-                         couple_channels=couple_channels, scale_by_keep=scale_by_keep)
 
 
 def _conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -89,9 +56,6 @@ def _blocks_per_group(owner: str, depth, other_layers: int, examples: str) -> in
     return (depth - other_layers) // 6
 
 
-def _check_positive_int(owner: str, field: str, value) -> None:
-    if not isinstance(value, int) or value < 1:
-        raise ValueError(f'{owner}: {field} must be a positive integer, got {value!r}')
 
 
 def _build_stage_regularizers(stage_regularizer: Optional[dict], num_stages: int,
@@ -245,7 +209,7 @@ class CifarDenseNet(_CifarBackbone):
     def __init__(self, depth: int = 100, growth_rate: int = 12,
                  stage_regularizer: Optional[dict] = None, init_cfg=KAIMING_CONV_INIT) -> None:
         layers = _blocks_per_group('CifarDenseNet', depth, 4, 'DenseNet-BC: 100, 190, ...')
-        _check_positive_int('CifarDenseNet', 'growth_rate', growth_rate)
+        check_positive_int('CifarDenseNet', 'growth_rate', growth_rate)
         channels = 2 * growth_rate
         stem = _conv3x3(3, channels)
         stages = []
@@ -296,7 +260,7 @@ class CifarWideResNet(_CifarBackbone):
     def __init__(self, depth: int = 28, widen_factor: int = 10,
                  stage_regularizer: Optional[dict] = None, init_cfg=KAIMING_CONV_INIT) -> None:
         blocks = _blocks_per_group('CifarWideResNet', depth, 4, '16, 22, 28, 40, ...')
-        _check_positive_int('CifarWideResNet', 'widen_factor', widen_factor)
+        check_positive_int('CifarWideResNet', 'widen_factor', widen_factor)
         stages, in_channels = [], 16
         for index, base in enumerate((16, 32, 64)):
             channels, stride = base * widen_factor, 1 if index == 0 else 2

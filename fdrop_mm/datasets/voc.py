@@ -1,14 +1,12 @@
-"""mmdet adapters: ``CheckedVOCDataset`` and ``VOCMetricPerClass``, registered in mmdet's
-registries when ``fdrop_mm`` is imported with mmdet installed."""
+"""``CheckedVOCDataset``: mmdet's VOCDataset, failing loudly (mmdet's DATASETS; registered when
+``fdrop_mm`` is imported with mmdet installed)."""
 import os
 import os.path as osp
 import xml.etree.ElementTree as ET
 from typing import List
 
 from mmdet.datasets import VOCDataset
-from mmdet.evaluation import VOCMetric
-from mmdet.evaluation.functional import eval_map
-from mmdet.registry import DATASETS, METRICS
+from mmdet.registry import DATASETS
 
 
 def box_problems(box: List[float], width: int, height: int) -> List[str]:
@@ -96,19 +94,3 @@ class CheckedVOCDataset(VOCDataset):
                 raise ValueError(f'{where}, box {shown}: ' + '; '.join(problems))
         return super()._parse_instance_info(raw_ann_info, minus_one=minus_one)
 
-
-@METRICS.register_module()
-class VOCMetricPerClass(VOCMetric):
-    """mmdet's VOCMetric, also reporting each class's AP at IoU 0.5 as ``AP50_<class>``,
-    so result tables can list per-class AP (VOCMetric only logs them as a text table)."""
-
-    def compute_metrics(self, results: list) -> dict:
-        metrics = super().compute_metrics(results)
-        if self.metric != 'mAP':
-            return metrics
-        gts, preds = zip(*results)
-        _, per_class = eval_map(preds, gts, scale_ranges=self.scale_ranges, iou_thr=0.5,
-                                logger='silent', eval_mode=self.eval_mode, use_legacy_coordinate=True)
-        for name, result in zip(self.dataset_meta['classes'], per_class):
-            metrics[f'AP50_{name}'] = float(result['ap'])
-        return metrics

@@ -1,0 +1,5 @@
+"""mmengine hooks (root HOOKS): FocusedDropoutHook drives FocusedDropout; the pictures are their own hook."""
+from .focused_dropout_hook import FocusedDropoutHook
+from .visualization_hook import FocusedDropoutVisualizationHook
+
+__all__ = ['FocusedDropoutHook', 'FocusedDropoutVisualizationHook']
