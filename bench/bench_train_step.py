@@ -14,7 +14,6 @@ the warm-up, each repeat the ratio arm / no hook, and the table the median ratio
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -25,9 +24,9 @@ from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
+from fdrop_mm.testing import make_imagenet
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / 'tools'))
-from make_tiny_data import make_imagenet  # noqa: E402
 
 ARMS = {'no hook': None, 'FD, participation 1.0': 1.0, 'FD, participation 0.1': 0.1}
 TARGETS = {1.0: 1.02, 0.1: 1.01}  # issue #7

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import torch
 
+import bench_operator  # bench/ is on sys.path: it is this script's folder
+import bench_train_step
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-sys.path.insert(0, str(BENCH))
-import bench_operator  # noqa: E402
-import bench_train_step  # noqa: E402
 
 # run a command, then report its wall time and the peak RSS of its largest process
 _MEASURE_CHILD = '''

@@ -10,11 +10,15 @@ Layers, each importing only those above it:
 - ``fdrop_mm.compat``: torch >= 2.6 weights-only loading of mmengine checkpoints; DDP on CPU.
 - ``fdrop_mm.models``: the regularisers in root MODELS (FocusedDropout, SpatialDropout,
   DropBlock2d) and the paper's CIFAR backbones (mmpretrain's MODELS).
+- ``fdrop_mm.visualization``: the paper's pictures (CAM grids, reference channels, curves, live
+  masks) and mmengine's scalar logs.
 - ``fdrop_mm.engine.hooks``: ``FocusedDropoutHook``, ``FocusedDropoutVisualizationHook``.
 - ``fdrop_mm.datasets``, ``fdrop_mm.evaluation``: checked CIFAR / Tiny ImageNet / ImageNet
   (mmpretrain) and VOC datasets, VOC mAP with per-class AP (mmdet).
 - ``fdrop_mm.transfer``: classifier checkpoint -> detector backbone, strict loading.
+- ``fdrop_mm.apis``: training and testing as tools/train.py and tools/test.py run them.
 - ``fdrop_mm.experiments``, ``fdrop_mm.testing``: the pipeline, sweeps, tables, tiny data.
+- ``fdrop_mm.utils``: the tools' exit status for bad input.
 
 With mmengine installed, importing the package (``custom_imports = dict(imports=['fdrop_mm'])``,
 the only import any config needs) registers all of it: the mmpretrain adapters when mmpretrain

@@ -294,7 +294,7 @@ def extract_backbone(src, dst, *, depth: int = 50, meta: Optional[dict] = None,
                   'is that model\'s, not a classification pretraining\'s')
         if not allow_non_classifier_source:
             raise ValueError(f'{detail}. Pass allow_non_classifier_source=True '
-                             '(tools/extract_backbone.py --allow-non-classifier-source) to extract it '
+                             '(tools/model_converters/extract_backbone.py --allow-non-classifier-source) to extract it '
                              'anyway; the meta then records the source model')
         print_log(f'{detail}; extracting it anyway (allow_non_classifier_source)', logger='current',
                   level=logging.WARNING)

@@ -1,7 +1,7 @@
-"""Shared fixtures: a small real mmpretrain classifier trained from real image files, a tiny
-VOCdevkit and a RetinaNet checkpoint written by a real Runner."""
+"""Shared fixtures and helpers: a small real mmpretrain classifier trained from real image files,
+a tiny VOCdevkit, a RetinaNet checkpoint written by a real Runner, and running a tool."""
 import copy
-import importlib.util
+import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -10,20 +10,28 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fdrop_mm.testing import make_voc
+
 REPO = Path(__file__).resolve().parents[1]
 TINY_DETECTION = REPO / 'configs/tiny/retinanet_r50_fpn_voc0712_tiny.py'
 
 
-def load_tool(name: str):
-    """``tools/<name>.py`` as a module, imported with tools/ on sys.path as when run as a script."""
-    spec = importlib.util.spec_from_file_location(f'tools_{name}', REPO / 'tools' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(REPO / 'tools'))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(REPO / 'tools'))
-    return module
+def run_tool(tool: str, *args, cwd=None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``tools/<tool>`` (e.g. ``misc/make_tiny_data.py``) run as a user runs it, with this Python,
+    in ``cwd``; its stdout and stderr as text."""
+    return subprocess.run([sys.executable, str(REPO / 'tools' / tool), *map(str, args)],
+                          cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def build_test_split(root: Path, **kwargs):
+    """The tiny detection config's VOC2007 test dataset, rooted at ``root``."""
+    from mmdet.registry import DATASETS
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmdet')
+    cfg = Config.fromfile(str(TINY_DETECTION))
+    dataset = dict(cfg.test_dataloader.dataset, data_root=str(root) + '/', **kwargs)
+    return DATASETS.build(dataset)
 
 
 def write_image_folder(root: Path, num_classes: int = 2, per_class: int = 8, size: int = 32) -> Path:
@@ -80,7 +88,7 @@ def image_folder(tmp_path_factory) -> Path:
 def tiny_voc(tmp_path_factory) -> Path:
     """A tiny VOCdevkit (VOC2007 trainval 6 / test 4, VOC2012 trainval 4 images of 192x160)."""
     root = tmp_path_factory.mktemp('voc') / 'VOCdevkit'
-    load_tool('make_tiny_data').make_voc(root, seed=0, voc07_trainval=6, voc07_test=4, voc12_trainval=4)
+    make_voc(root, seed=0, voc07_trainval=6, voc07_test=4, voc12_trainval=4)
     return root
 
 

@@ -1,5 +1,6 @@
-"""A whole model's checkpoint must fit the model: tools/test.py's CHECKPOINT and tools/train.py's
-load_from (fdrop_mm.transfer.check_checkpoint_fits), on real Runners and checkpoint files."""
+"""A whole model's checkpoint must fit the model: fdrop_mm.apis.test's checkpoint and
+fdrop_mm.apis.train's load_from (tools/test.py, tools/train.py; fdrop_mm.transfer.check_checkpoint_fits),
+on real Runners and checkpoint files."""
 import json
 import re
 import subprocess
@@ -13,8 +14,9 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 from mmpretrain.registry import MODELS
 
+from fdrop_mm import apis
 from fdrop_mm.transfer import check_checkpoint_fits
-from tests.conftest import REPO, TINY_DETECTION, classifier_cfg, load_tool
+from tests.conftest import REPO, TINY_DETECTION, classifier_cfg
 
 EMA = [dict(type='EMAHook')]
 
@@ -37,12 +39,12 @@ def classifier(image_folder, tmp_path_factory):
     return config, work_dir / 'iter_2.pth'
 
 
-def run_test_tool(config, checkpoint, work_dir, *cfg_options, allow_partial=False):
-    """tools/test.py in this process; the metrics it wrote."""
+def run_test(config, checkpoint, work_dir, cfg_options=None, allow_partial=False):
+    """fdrop_mm.apis.test (tools/test.py's) in this process; the metrics it wrote."""
     metrics = work_dir / 'metrics.json'
-    load_tool('test').main([str(config), str(checkpoint), '--work-dir', str(work_dir), '--metrics-out',
-                            str(metrics), *(['--allow-partial-load'] if allow_partial else []),
-                            '--cfg-options', f'experiment_name=test_{uuid.uuid4().hex[:8]}', *cfg_options])
+    apis.test(str(config), str(checkpoint), work_dir=str(work_dir), metrics_out=str(metrics),
+              allow_partial_load=allow_partial,
+              cfg_options=dict(experiment_name=f'test_{uuid.uuid4().hex[:8]}', **(cfg_options or {})))
     return json.loads(metrics.read_text())
 
 
@@ -53,7 +55,7 @@ def test_own_checkpoint_with_ema_state_is_tested(classifier, tmp_path, hooks):
     assert 'ema_state_dict' in torch.load(ckpt)
     with_hooks = tmp_path / 'config.py'
     Config(dict(Config.fromfile(str(config)).to_dict(), custom_hooks=hooks)).dump(str(with_hooks))
-    metrics = run_test_tool(with_hooks, ckpt, tmp_path)
+    metrics = run_test(with_hooks, ckpt, tmp_path)
     assert 0 <= metrics['accuracy/top1'] <= 100
 
 
@@ -68,15 +70,15 @@ def test_ddp_saved_keys_fit(classifier, tmp_path):
 
 def test_mis_shaped_head_is_refused_or_partially_loaded_on_request(classifier, tmp_path):
     config, ckpt = classifier
-    three_classes = ['model.head.num_classes=3', 'model.data_preprocessor.num_classes=3']
+    three_classes = {'model.head.num_classes': 3, 'model.data_preprocessor.num_classes': 3}
     message = (rf"checkpoint {re.escape(str(ckpt))} does not fit the ImageClassifier: 2 shape mismatches: "
                r"\['head\.fc\.weight: checkpoint \(2, 64\) vs model \(3, 64\)', "
                r"'head\.fc\.bias: checkpoint \(2,\) vs model \(3,\)'\]\. For a deliberate partial load")
     with pytest.raises(ValueError, match=message):
-        run_test_tool(config, ckpt, tmp_path / 'refused', *three_classes)
+        run_test(config, ckpt, tmp_path / 'refused', three_classes)
     assert not (tmp_path / 'refused' / 'metrics.json').exists()
 
-    run_test_tool(config, ckpt, tmp_path / 'partial', *three_classes, allow_partial=True)
+    run_test(config, ckpt, tmp_path / 'partial', three_classes, allow_partial=True)
     log, = (tmp_path / 'partial').glob('*/*.log')
     assert re.search(r'WARNING - checkpoint .* does not fit the ImageClassifier: 2 shape mismatches: '
                      r".*--allow-partial-load: loading only the matching keys", log.read_text())
@@ -104,24 +106,24 @@ def test_detector_checkpoint_on_a_classifier_is_refused(classifier, detector_che
                r"2 missing: \['head\.fc\.weight', 'head\.fc\.bias'\]; \d+ unexpected: .*; "
                r"\d+ shape mismatches: \['backbone\.conv1\.weight")
     with pytest.raises(ValueError, match=message):
-        run_test_tool(config, detector_checkpoint, tmp_path)
+        run_test(config, detector_checkpoint, tmp_path)
 
 
 def test_train_load_from_must_fit(classifier, tmp_path):
     config, ckpt = classifier
-    train = load_tool('train')
+    three_classes = {'model.head.num_classes': 3, 'model.data_preprocessor.num_classes': 3}
 
-    def argv(work_dir, *options):
-        return [str(config), '--work-dir', str(tmp_path / work_dir), '--cfg-options', f'load_from={ckpt}',
-                f'experiment_name=train_{uuid.uuid4().hex[:8]}', *options]
+    def train(work_dir, cfg_options=None, allow_partial=False):
+        apis.train(str(config), work_dir=str(tmp_path / work_dir), allow_partial_load=allow_partial,
+                   cfg_options=dict(load_from=str(ckpt), experiment_name=f'train_{uuid.uuid4().hex[:8]}',
+                                    **(cfg_options or {})))
 
     with pytest.raises(ValueError, match=rf"checkpoint {re.escape(str(ckpt))} does not fit the ImageClassifier: "
                                          r"2 shape mismatches: \['head\.fc\.weight"):
-        train.main(argv('refused', 'model.head.num_classes=3', 'model.data_preprocessor.num_classes=3'))
+        train('refused', three_classes)
     assert not list((tmp_path / 'refused').glob('*.pth')), 'refused before training'
-    train.main(argv('partial', 'model.head.num_classes=3', 'model.data_preprocessor.num_classes=3')
-               + ['--allow-partial-load'])
+    train('partial', three_classes, allow_partial=True)
     assert (tmp_path / 'partial' / 'iter_2.pth').is_file()
-    train.main(argv('fits'))
+    train('fits')
     fine_tuned = torch.load(tmp_path / 'fits' / 'iter_2.pth')['state_dict']
     assert fine_tuned.keys() == torch.load(ckpt)['state_dict'].keys()

@@ -11,8 +11,8 @@ from mmengine.config import Config
 from mmpretrain.registry import DATASETS
 
 from fdrop_mm.datasets.classification import CheckedCIFAR100
+from fdrop_mm.testing import generate
 from tests.conftest import REPO
-from tests.test_tiny_data import make_tiny_data
 
 pytestmark = pytest.mark.usefixtures('mmpretrain_scope')
 
@@ -24,7 +24,7 @@ LOAD = [dict(type='LoadImageFromFile')]
 @pytest.fixture(scope='module')
 def tiny(tmp_path_factory):
     out = tmp_path_factory.mktemp('classification_data')
-    make_tiny_data.main(['--out', str(out), '--only', 'cifar10', 'cifar100', 'tinyimagenet'])
+    generate(out, only=['cifar10', 'cifar100', 'tinyimagenet'])
     return out
 
 
@@ -179,14 +179,13 @@ def test_tinyimagenet_errors_name_the_file(tiny, tmp_path, case):
         DATASETS.build(dict(type='TinyImageNet', data_root=str(root), split=split))
 
 
-def test_generator_is_deterministic_and_keeps_the_default_datasets(tmp_path):
+def test_generator_is_deterministic(tmp_path):
+    """(That the default datasets stay imagenet and voc: test_tiny_data's CLI test.)"""
     for name in ('a', 'b'):
-        make_tiny_data.main(['--out', str(tmp_path / name), '--only', 'cifar100',
-                             '--cifar100-train-per-class', '1', '--cifar100-test-per-class', '1'])
+        generate(tmp_path / name, only=['cifar100'], cifar100_train_per_class=1, cifar100_test_per_class=1)
     files = sorted(p.relative_to(tmp_path / 'a') for p in (tmp_path / 'a').rglob('*') if p.is_file())
     assert files and all((tmp_path / 'a' / f).read_bytes() == (tmp_path / 'b' / f).read_bytes()
                          for f in files)
-    assert make_tiny_data.parse_args(['--out', 'x']).only == ['imagenet', 'voc']
 
 
 CIFAR100_URL = 'https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz'

@@ -1,5 +1,4 @@
 """The detection configs' dataset and metric on real generated VOCdevkit files."""
-import importlib.util
 import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -11,26 +10,15 @@ from mmengine.runner import Runner
 from mmdet.registry import DATASETS
 
 import fdrop_mm.datasets.voc  # noqa: F401  registers CheckedVOCDataset, VOCMetricPerClass
-from tests.conftest import REPO, TINY_DETECTION
-
-_spec = importlib.util.spec_from_file_location('make_tiny_data', REPO / 'tools' / 'make_tiny_data.py')
-make_tiny_data = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(make_tiny_data)
+from fdrop_mm.testing import make_voc
+from tests.conftest import TINY_DETECTION, build_test_split
 
 
 @pytest.fixture()
 def voc(tmp_path) -> Path:
     root = tmp_path / 'VOCdevkit'
-    make_tiny_data.make_voc(root, seed=0, voc07_trainval=6, voc07_test=4, voc12_trainval=4)
+    make_voc(root, seed=0, voc07_trainval=6, voc07_test=4, voc12_trainval=4)
     return root
-
-
-def build_test_split(root: Path, **kwargs):
-    """The tiny config's VOC2007 test dataset, rooted at ``root``."""
-    init_default_scope('mmdet')
-    cfg = Config.fromfile(str(TINY_DETECTION))
-    dataset = dict(cfg.test_dataloader.dataset, data_root=str(root) + '/', **kwargs)
-    return DATASETS.build(dataset)
 
 
 def first_annotation(root: Path) -> Path:

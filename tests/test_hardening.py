@@ -21,8 +21,8 @@ from torch import nn
 
 import fdrop_mm.datasets.voc  # noqa: F401  registers CheckedVOCDataset
 from fdrop_mm import FocusedDropout, focused_mask
-from tests.conftest import REPO, classifier_cfg
-from tests.test_detection_data import build_test_split, make_tiny_data
+from fdrop_mm.testing import make_imagenet, make_voc
+from tests.conftest import REPO, build_test_split, classifier_cfg
 
 INF, NAN = float('inf'), float('nan')
 
@@ -66,6 +66,7 @@ def finish(proc, timeout=300):
     assert proc.returncode == 0, proc.log.read_text()[-3000:]
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_to_the_uninterrupted_weights(image_folder, tmp_path, monkeypatch):
     (tmp_path / 'pause_hook.py').write_text(PAUSE_HOOK)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -214,7 +215,7 @@ def test_corrupt_checkpoint_for_strict_pretrained_names_the_file(tmp_path, conte
 
 def test_empty_voc_image_list_names_the_file(tmp_path):
     root = tmp_path / 'VOCdevkit'
-    make_tiny_data.make_voc(root, seed=0, voc07_trainval=2, voc07_test=2, voc12_trainval=2)
+    make_voc(root, seed=0, voc07_trainval=2, voc07_test=2, voc12_trainval=2)
     image_list = root / 'VOC2007' / 'ImageSets' / 'Main' / 'test.txt'
     image_list.write_text('')
     with pytest.raises(ValueError, match=f'ann_file {re.escape(str(image_list))} lists no image ids'):
@@ -223,7 +224,7 @@ def test_empty_voc_image_list_names_the_file(tmp_path):
 
 def test_voc_filter_removing_every_image_names_the_file(tmp_path):
     root = tmp_path / 'VOCdevkit'
-    make_tiny_data.make_voc(root, seed=0, voc07_trainval=2, voc07_test=2, voc12_trainval=2)
+    make_voc(root, seed=0, voc07_trainval=2, voc07_test=2, voc12_trainval=2)
     with pytest.raises(ValueError, match=r"filter_cfg \{'filter_empty_gt': True, 'min_size': 100000\} "
                                          r"removed all 2 images of .*VOC2007/ImageSets/Main/trainval\.txt"):
         DATASETS.build(dict(type='CheckedVOCDataset', _scope_='mmdet', data_root=str(root) + '/',
@@ -246,7 +247,7 @@ def test_empty_imagenet_split_names_the_file(tmp_path):
     import fdrop_mm.datasets.classification  # noqa: F401  registers CheckedImageNet
     from mmpretrain.registry import DATASETS as CLS_DATASETS
     root = tmp_path / 'imagenet'
-    make_tiny_data.make_imagenet(root, seed=0, num_classes=2, train_per_class=1, val_per_class=1)
+    make_imagenet(root, seed=0, num_classes=2, train_per_class=1, val_per_class=1)
     (root / 'meta' / 'train.txt').write_text('')
     with pytest.raises(ValueError, match=f'no images listed in {re.escape(str(root / "meta" / "train.txt"))}'):
         CLS_DATASETS.build(dict(type='CheckedImageNet', data_root=str(root), split='train'))

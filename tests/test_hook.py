@@ -231,6 +231,7 @@ def free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_process_ddp_keeps_replicas_identical(image_folder, tmp_path):
     (tmp_path / 'dump_per_rank.py').write_text(DUMP_HOOK)
     cfg = classifier_cfg(image_folder, tmp_path / 'work', custom_hooks=[

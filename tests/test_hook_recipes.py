@@ -82,8 +82,7 @@ def test_checkpointed_blocks_get_the_gradients_of_plain_ones(checkpointing):
     """mmdet ResNet-50 with FD plugins after_conv3 in stage 3: with_cp=True must give the
     gradients of with_cp=False (before the fix, the recomputed forward drew another γ)."""
     torch.manual_seed(0)
-    plain = DET_MODELS.build(dict(resnet50(plugins=[dict(FD_PLUGIN, stages=LAYER3)],
-                                           zero_init_residual=False), type='ResNet'))
+    plain = DET_MODELS.build(resnet50(plugins=[dict(FD_PLUGIN, stages=LAYER3)], zero_init_residual=False))
     checkpointed = copy.deepcopy(plain)
     if checkpointing == 'mmdet with_cp':
         for m in checkpointed.modules():

@@ -10,7 +10,8 @@ from mmcv.cnn import build_plugin_layer
 from mmengine.registry import DefaultScope, init_default_scope
 
 from fdrop_mm import FocusedDropout
-from tests.conftest import REPO, load_tool
+from fdrop_mm.testing import make_imagenet
+from tests.conftest import REPO
 
 
 @pytest.mark.parametrize('scope', ['mmdet', 'mmpretrain'])
@@ -29,6 +30,7 @@ def test_build_plugin_layer_passes_in_channels():
 
 
 def test_inside_mmdet_resnet50_via_plugins():
+    torch.manual_seed(0)  # unseeded, 1 draw in 5 gave a plugin whose reference channel kept all 40 positions
     init_default_scope('mmdet')
     from mmdet.registry import MODELS
     backbone = MODELS.build(dict(
@@ -68,7 +70,7 @@ print(type(dataset).__name__, len(dataset), type(hook).__name__)
 @pytest.fixture(scope='module')
 def tiny_imagenet(tmp_path_factory):
     root = tmp_path_factory.mktemp('imagenet') / 'imagenet'
-    load_tool('make_tiny_data').make_imagenet(root, seed=0, num_classes=2, train_per_class=1, val_per_class=2)
+    make_imagenet(root, seed=0, num_classes=2, train_per_class=1, val_per_class=2)
     return root
 
 

@@ -1,22 +1,18 @@
-"""tools/make_tiny_data.py output, loaded by the real mmpretrain and mmdet dataset classes."""
-import importlib.util
+"""fdrop_mm.testing.tiny_data's output, loaded by the real mmpretrain and mmdet dataset classes,
+and its command line tools/misc/make_tiny_data.py."""
+import json
 import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-TOOL = Path(__file__).resolve().parents[1] / 'tools' / 'make_tiny_data.py'
-_spec = importlib.util.spec_from_file_location('make_tiny_data', TOOL)
-make_tiny_data = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(make_tiny_data)
+from fdrop_mm.testing import tiny_data
+from fdrop_mm.testing.tiny_data import TinyDataError, generate
+from tests.conftest import run_tool
 
 NUM_CLASSES, TRAIN_PER_CLASS, VAL_PER_CLASS, IMAGENET_SIZE = 20, 30, 10, 64
 VOC07_TRAINVAL, VOC07_TEST, VOC12_TRAINVAL, VOC_W, VOC_H = 60, 100, 40, 192, 160
-
-
-def _generate(out, seed=0):
-    make_tiny_data.main(['--out', str(out), '--seed', str(seed)])
 
 
 def _tree_bytes(root):
@@ -26,15 +22,15 @@ def _tree_bytes(root):
 
 @pytest.fixture(scope='module')
 def tiny(tmp_path_factory):
-    """Default-sized datasets, made once through the CLI."""
+    """Default-sized datasets, made once."""
     out = tmp_path_factory.mktemp('tiny')
-    _generate(out)
+    generate(out)
     return out
 
 
 def test_same_seed_gives_identical_bytes_other_seed_differs(tiny, tmp_path):
-    _generate(tmp_path / 'again')
-    _generate(tmp_path / 'seed1', seed=1)
+    generate(tmp_path / 'again')
+    generate(tmp_path / 'seed1', seed=1)
     first = _tree_bytes(tiny)
     assert first == _tree_bytes(tmp_path / 'again')
     other = _tree_bytes(tmp_path / 'seed1')
@@ -44,15 +40,14 @@ def test_same_seed_gives_identical_bytes_other_seed_differs(tiny, tmp_path):
 
 
 def test_rerun_skips_refuses_other_parameters_and_force_replaces(tmp_path, capsys):
-    small = ['--out', str(tmp_path), '--only', 'imagenet', '--num-classes', '2',
-             '--imagenet-train-per-class', '1', '--imagenet-val-per-class', '1']
-    make_tiny_data.main(small)
+    small = dict(only=['imagenet'], num_classes=2, imagenet_train_per_class=1, imagenet_val_per_class=1)
+    assert generate(tmp_path, **small) == [(tmp_path / 'imagenet', True)]
     assert f'wrote {tmp_path / "imagenet"}' in capsys.readouterr().out
-    make_tiny_data.main(small)
+    assert generate(tmp_path, **small) == [(tmp_path / 'imagenet', False)]
     assert 'already complete' in capsys.readouterr().out
-    with pytest.raises(SystemExit, match=r'seed: 0 on disk, 3 asked.*--force'):
-        make_tiny_data.main(small + ['--seed', '3'])
-    make_tiny_data.main(small + ['--seed', '3', '--force'])
+    with pytest.raises(TinyDataError, match=r'seed: 0 on disk, 3 asked.*--force'):
+        generate(tmp_path, seed=3, **small)
+    assert generate(tmp_path, seed=3, force=True, **small) == [(tmp_path / 'imagenet', True)]
     assert 'wrote' in capsys.readouterr().out
     assert not (tmp_path / 'VOCdevkit').exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ['imagenet']  # no partial dir left
@@ -61,13 +56,46 @@ def test_rerun_skips_refuses_other_parameters_and_force_replaces(tmp_path, capsy
 def test_bad_output_locations_are_named(tmp_path):
     a_file = tmp_path / 'file'
     a_file.write_text('')
-    with pytest.raises(SystemExit, match=f'{a_file} exists and is not a directory'):
-        make_tiny_data.main(['--out', str(a_file)])
+    with pytest.raises(TinyDataError, match=f'{a_file} exists and is not a directory'):
+        generate(a_file)
     foreign = tmp_path / 'out' / 'VOCdevkit'
     foreign.mkdir(parents=True)
     (foreign / 'mine.txt').write_text('')
-    with pytest.raises(SystemExit, match=f'{foreign} is not empty and has no tiny_data.json'):
-        make_tiny_data.main(['--out', str(tmp_path / 'out'), '--only', 'voc', '--force'])
+    with pytest.raises(TinyDataError, match=f'{foreign} is not empty and has no tiny_data.json'):
+        generate(tmp_path / 'out', only=['voc'], force=True)
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(only=['imagenet', 'coco']), r"only: unknown datasets \['coco'\]"),
+    (dict(voc_sizes=(80, 80)), r"unknown sizes \['voc_sizes'\]"),
+    (dict(only=['voc'], voc_size=(60, 80)), 'VOC image sides must be at least 80 pixels')])
+def test_bad_parameters_are_named(tmp_path, kwargs, message):
+    with pytest.raises(TinyDataError, match=message):
+        generate(tmp_path, **kwargs)
+    assert not any(tmp_path.iterdir())
+
+
+def test_cli_makes_the_default_datasets_and_exits_with_the_error(tmp_path):
+    """tools/misc/make_tiny_data.py: its flags reach the generator; the default --only is what the
+    pretrain-and-detect pipeline needs (imagenet, voc); a refusal exits 1 with the reason."""
+    small = ['--out', tmp_path, '--num-classes', '2', '--imagenet-train-per-class', '1',
+             '--imagenet-val-per-class', '1', '--imagenet-size', '16', '--voc07-trainval', '1',
+             '--voc07-test', '1', '--voc12-trainval', '1', '--voc-size', '80', '96']
+    proc = run_tool('misc/make_tiny_data.py', *small)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.splitlines() == [f'wrote {tmp_path / "imagenet"}', f'wrote {tmp_path / "VOCdevkit"}']
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['VOCdevkit', 'imagenet']
+    params = json.loads((tmp_path / 'imagenet' / 'tiny_data.json').read_text())['params']
+    assert params == dict(dataset='imagenet', seed=0, num_classes=2, train_per_class=1, val_per_class=1,
+                          image_size=16)
+    params = json.loads((tmp_path / 'VOCdevkit' / 'tiny_data.json').read_text())['params']
+    assert params == dict(dataset='voc', seed=0, voc07_trainval=1, voc07_test=1, voc12_trainval=1,
+                          image_size=[80, 96])
+
+    proc = run_tool('misc/make_tiny_data.py', *small, '--seed', '3')
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(f'make_tiny_data.py: error: {tmp_path / "imagenet"} was made with other '
+                                  'parameters (seed: 0 on disk, 3 asked); use --force to replace it')
 
 
 def test_imagenet_loads_in_mmpretrain(tiny):
@@ -81,13 +109,13 @@ def test_imagenet_loads_in_mmpretrain(tiny):
                                 classes=classes, pipeline=pipeline))
     val = DATASETS.build(dict(type='ImageNet', data_root=str(root), split='val',
                               classes=classes, pipeline=pipeline))
-    assert train.CLASSES == tuple(make_tiny_data.imagenet_class_names(NUM_CLASSES))
+    assert train.CLASSES == tuple(tiny_data.imagenet_class_names(NUM_CLASSES))
     assert len(train) == NUM_CLASSES * TRAIN_PER_CLASS
     assert len(val) == NUM_CLASSES * VAL_PER_CLASS
     for dataset, per_class in ((train, TRAIN_PER_CLASS), (val, VAL_PER_CLASS)):
         labels = Counter(int(label) for label in dataset.get_gt_labels())
         assert labels == {label: per_class for label in range(NUM_CLASSES)}
-    wnid = make_tiny_data.imagenet_wnids(NUM_CLASSES)[3]
+    wnid = tiny_data.imagenet_wnids(NUM_CLASSES)[3]
     sample = train[3 * TRAIN_PER_CLASS]
     assert Path(sample['img_path']).parent.name == wnid and sample['gt_label'] == 3
     assert sample['img'].shape == (IMAGENET_SIZE, IMAGENET_SIZE, 3)
@@ -127,7 +155,7 @@ def test_voc_loads_in_mmdet_with_stock_voc0712_config(tiny):
         assert len(ids) == expected
         assert len(dataset) == expected  # the min_size / filter_empty_gt filters keep all
         assert dataset.metainfo['dataset_type'] == f'VOC{year}'
-        assert dataset.metainfo['classes'] == make_tiny_data.VOC_CLASSES
+        assert dataset.metainfo['classes'] == tiny_data.VOC_CLASSES
         for index, image_id in enumerate(ids):
             info = dataset.get_data_info(index)
             assert Path(info['img_path']).stem == image_id
@@ -138,7 +166,7 @@ def test_voc_loads_in_mmdet_with_stock_voc0712_config(tiny):
                 x1, y1, x2, y2 = instance['bbox']
                 assert 0 <= x1 and 0 <= y1 and x2 <= VOC_W - 1 and y2 <= VOC_H - 1
                 assert min(x2 - x1, y2 - y1) >= 32  # above bbox_min_size, so never ignored
-                assert obj.findtext('name') in make_tiny_data.VOC_CLASSES
+                assert obj.findtext('name') in tiny_data.VOC_CLASSES
                 assert instance['ignore_flag'] == int(obj.findtext('difficult'))
                 difficult_total += instance['ignore_flag']
     assert difficult_total > 0

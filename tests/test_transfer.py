@@ -11,7 +11,7 @@ from mmengine.runner import Runner, save_checkpoint
 from mmpretrain.registry import MODELS as CLS_MODELS
 
 from fdrop_mm.transfer import NO_FOCUSED_DROPOUT_NOTE, extract_backbone, parse_config_text
-from tests.conftest import classifier_cfg, load_tool
+from tests.conftest import classifier_cfg, run_tool
 
 VOC_RETINANET = Path(mmdet.__file__).parent / '.mim/configs/pascal_voc/retinanet_r50_fpn_1x_voc0712.py'
 FD_HOOK = dict(type='FocusedDropoutHook', targets=['backbone.layer3'], participation=0.5)
@@ -282,29 +282,28 @@ def test_strict_pretrained_must_be_the_only_init_cfg(extracted):
 
 
 # CLI --------------------------------------------------------------------------------
-def test_cli(source, tmp_path, capsys):
-    cli = load_tool('extract_backbone')
-    with pytest.raises(SystemExit, match='0'):
-        cli.main(['--help'])
-    help_text = capsys.readouterr().out
-    assert '--depth' in help_text and '--meta' in help_text
+EXTRACT = 'model_converters/extract_backbone.py'
+
+
+def test_cli(source, tmp_path):
+    proc = run_tool(EXTRACT, '--help')
+    assert proc.returncode == 0 and '--depth' in proc.stdout and '--meta' in proc.stdout
 
     dst = tmp_path / 'cli.pth'
-    assert cli.main([str(source[0]), str(dst), '--meta', 'arm=baseline', 'wd=0.0005']) == 0
-    out = capsys.readouterr().out
-    assert f'wrote {dst}: {R50_KEYS} tensors' in out and '"arm": "baseline"' in out
+    proc = run_tool(EXTRACT, source[0], dst, '--meta', 'arm=baseline', 'wd=0.0005')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f'wrote {dst}: {R50_KEYS} tensors' in proc.stdout and '"arm": "baseline"' in proc.stdout
     assert torch.load(dst)['meta']['wd'] == 0.0005
 
-    assert cli.main([str(tmp_path / 'nope.pth'), str(dst)]) == 1
-    assert 'nope.pth' in capsys.readouterr().err
+    proc = run_tool(EXTRACT, tmp_path / 'nope.pth', dst)
+    assert proc.returncode == 1 and 'nope.pth' in proc.stderr
 
 
-def test_cli_detector_source(detector_checkpoint, tmp_path, capsys):
-    cli = load_tool('extract_backbone')
+def test_cli_detector_source(detector_checkpoint, tmp_path):
     dst = tmp_path / 'cli.pth'
-    assert cli.main([str(detector_checkpoint), str(dst)]) == 1
-    err = capsys.readouterr().err
-    assert f'error: checkpoint {detector_checkpoint} was trained as a RetinaNet' in err
-    assert '--allow-non-classifier-source' in err and not dst.exists()
-    assert cli.main([str(detector_checkpoint), str(dst), '--allow-non-classifier-source']) == 0
-    assert '"type": "RetinaNet"' in capsys.readouterr().out
+    proc = run_tool(EXTRACT, detector_checkpoint, dst)
+    assert proc.returncode == 1
+    assert f'error: checkpoint {detector_checkpoint} was trained as a RetinaNet' in proc.stderr
+    assert '--allow-non-classifier-source' in proc.stderr and not dst.exists()
+    proc = run_tool(EXTRACT, detector_checkpoint, dst, '--allow-non-classifier-source')
+    assert proc.returncode == 0 and '"type": "RetinaNet"' in proc.stdout

@@ -1,7 +1,7 @@
 """Pictures of what FocusedDropout does (issue 6): the hook's live mask images, the CAM grid,
-reference-channel histograms and curves, rendered from tiny CPU runs made here."""
+reference-channel histograms and curves (fdrop_mm.visualization and the tools that draw them),
+rendered from tiny CPU runs made here."""
 import csv
-import importlib.util
 import json
 import re
 from collections import Counter, defaultdict
@@ -18,17 +18,18 @@ from PIL import Image
 
 from fdrop_mm import focused_mask
 from fdrop_mm.engine.hooks import FocusedDropoutVisualizationHook
-from fdrop_mm.visualization import LABEL_HEIGHT, MIN_PANEL_SIDE, kept_positions
-from tests.conftest import REPO, classifier_cfg
+from fdrop_mm.visualization import kept_positions
+from fdrop_mm.visualization.cam import TITLE_PX, cam_grid
+from fdrop_mm.visualization.curves import ScalarLog, plot_curves
+from fdrop_mm.visualization.drawing import LABEL_HEIGHT, MIN_PANEL_SIDE
+from fdrop_mm.visualization.ref_channels import reference_channel_stats
+from fdrop_mm.visualization.scalars import read_scalars
+from tests.conftest import classifier_cfg, run_tool
 
 IMAGE_SIDE = 32  # conftest.write_image_folder
-
-
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f'{name}_cli', REPO / 'tools' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+VIS_CAM = 'visualization/vis_cam.py'
+REF_CHANNEL_STATS = 'analysis_tools/ref_channel_stats.py'
+PLOT_CURVES = 'analysis_tools/plot_curves.py'
 
 
 @pytest.fixture(scope='module', autouse=True)
@@ -39,11 +40,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope='module')
-def tools():
-    return SimpleNamespace(**{name: load_tool(name) for name in ('vis_cam', 'ref_channel_stats', 'plot_curves')})
 
 
 def train(image_folder: Path, work_dir: Path, epochs: int, vis=None) -> SimpleNamespace:
@@ -92,6 +88,7 @@ def read_png(path: Path, size) -> np.ndarray:
 
 
 # live mask pictures (FocusedDropoutVisualizationHook) ----------------------------------
+@pytest.mark.slow
 def test_live_mask_images_every_second_focused_iteration(runs, image_folder):
     focused = [r['iter'] for r in train_records(runs.vis.vis_data) if r['fd/active'] == 1]
     assert len(focused) >= 2
@@ -112,6 +109,7 @@ def test_live_mask_images_every_second_focused_iteration(runs, image_folder):
             assert not np.array_equal(kept, pixels[top:top + panel, 0:panel])  # dropped positions darkened
 
 
+@pytest.mark.slow
 def test_no_mask_images_when_off(runs):
     assert any(r['fd/active'] == 1 for r in train_records(runs.plain.vis_data))
     assert not (runs.plain.vis_data / 'vis_image').exists()
@@ -151,20 +149,23 @@ def cells(pixels: np.ndarray, cell: int, title: int):
             for r in range(rows) for c in range(cols)}
 
 
-def test_cam_grid_of_two_classifiers(tools, runs, image_folder, tmp_path, capsys):
+@pytest.mark.slow
+def test_cam_grid_of_two_classifiers(runs, image_folder, tmp_path):
     images = [image_folder / 'class0' / '0.png', image_folder / 'class1' / '0.png']
     out = tmp_path / 'cam.png'
-    assert tools.vis_cam.main([*map(str, images), '--model', runs.plain.config, runs.plain.checkpoint,
-                               '--model', runs.vis.config, runs.vis.checkpoint, '--labels', 'plain', 'vis',
-                               '--method', 'gradcam++', '--cell-size', '64', '--out', str(out)]) == 0
-    assert f'wrote {out}' in capsys.readouterr().out
-    grid = cells(read_png(out, (3 * 64, 2 * (64 + tools.vis_cam.TITLE_PX))), 64, tools.vis_cam.TITLE_PX)
+    proc = run_tool(VIS_CAM, *images, '--model', runs.plain.config, runs.plain.checkpoint,
+                    '--model', runs.vis.config, runs.vis.checkpoint, '--labels', 'plain', 'vis',
+                    '--method', 'gradcam++', '--cell-size', '64', '--out', out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f'wrote {out}' in proc.stdout
+    grid = cells(read_png(out, (3 * 64, 2 * (64 + TITLE_PX))), 64, TITLE_PX)
     for row in range(2):  # the CAM columns are overlays, not the plain input
         for column in (1, 2):
             assert np.abs(grid[row, column].astype(int) - grid[row, 0]).mean() > 10
 
 
-def test_cam_grid_of_a_retinanet_backbone(tools, image_folder, tmp_path, capsys):
+@pytest.mark.slow
+def test_cam_grid_of_a_retinanet_backbone(image_folder, tmp_path, capsys):
     config = tmp_path / 'retinanet_r18_tiny.py'
     config.write_text(
         "_base_ = 'mmdet::retinanet/retinanet_r18_fpn_1x_coco.py'\n"
@@ -186,38 +187,39 @@ def test_cam_grid_of_a_retinanet_backbone(tools, image_folder, tmp_path, capsys)
         (folder / f'{c}.png').write_bytes((image_folder / f'class{c}' / '0.png').read_bytes())
     (folder / 'notes.txt').write_text('not an image: a folder lists only image files')
     out = tmp_path / 'cam_det.png'
-    args = [str(folder), '--model', str(config), str(checkpoint), '--det-topk', '5',
-            '--cell-size', '48', '--out', str(out)]
-    assert tools.vis_cam.main(args) == 0
+    models, labels = [(str(config), str(checkpoint))], ['retinanet']
+    cam_grid([str(folder)], models, labels, out, det_topk=5, cell_size=48)
     assert f'wrote {out} (2 images x 1 checkpoints' in capsys.readouterr().out
-    read_png(out, (2 * 48, 2 * (48 + tools.vis_cam.TITLE_PX)))
+    read_png(out, (2 * 48, 2 * (48 + TITLE_PX)))
 
-    assert tools.vis_cam.main(args + ['--target-layer', 'backbone.layer9']) == 1
-    assert "--target-layer 'backbone.layer9': no such module in RetinaNet" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--target-layer 'backbone.layer9': no such module in RetinaNet"):
+        cam_grid([str(folder)], models, labels, tmp_path / 'never.png', target_layer='backbone.layer9')
 
 
-def test_cam_errors_name_the_file(tools, runs, image_folder, tmp_path, capsys):
+@pytest.mark.slow
+def test_cam_errors_name_the_file(runs, image_folder, tmp_path):
     broken = tmp_path / 'broken.png'
     broken.write_text('not an image')
     image = str(image_folder / 'class0' / '0.png')
-    model = ['--model', runs.plain.config, runs.plain.checkpoint]
-    out = ['--out', str(tmp_path / 'never.png')]
-    cases = [([image, '--model', runs.plain.config, str(tmp_path / 'nope.pth')] + out,
+    model = (runs.plain.config, runs.plain.checkpoint)
+    cases = [([image], (runs.plain.config, str(tmp_path / 'nope.pth')), FileNotFoundError,
               'checkpoint .*nope.pth does not exist'),
-             ([image, '--model', str(tmp_path / 'nope.py'), runs.plain.checkpoint] + out,
+             ([image], (str(tmp_path / 'nope.py'), runs.plain.checkpoint), FileNotFoundError,
               'config .*nope.py does not exist'),
-             ([str(broken)] + model + out, 'cannot read image .*broken.png'),
-             ([str(tmp_path / 'missing.png')] + model + out, 'image .*missing.png does not exist')]
-    for args, message in cases:
-        assert tools.vis_cam.main(args) == 1
-        assert re.search(message, capsys.readouterr().err)
+             ([str(broken)], model, ValueError, 'cannot read image .*broken.png'),
+             ([str(tmp_path / 'missing.png')], model, FileNotFoundError, 'image .*missing.png does not exist')]
+    for images, (config, checkpoint), error, message in cases:
+        with pytest.raises(error, match=message):
+            cam_grid(images, [(config, checkpoint)], ['plain'], tmp_path / 'never.png')
     assert not (tmp_path / 'never.png').exists()
 
 
 # reference-channel statistics ------------------------------------------------------------
-def test_reference_channel_histograms_count_the_correct_images(tools, runs, image_folder, tmp_path, capsys):
-    assert tools.ref_channel_stats.main([runs.vis.config, runs.vis.checkpoint, '--out-dir', str(tmp_path)]) == 0
-    out = capsys.readouterr().out
+@pytest.mark.slow
+def test_reference_channel_histograms_count_the_correct_images(runs, image_folder, tmp_path, mmpretrain_scope):
+    proc = run_tool(REF_CHANNEL_STATS, runs.vis.config, runs.vis.checkpoint, '--out-dir', tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
     assert f'wrote {tmp_path / "ref_channels.csv"}' in out and f'wrote {tmp_path / "ref_channels.png"}' in out
     with open(tmp_path / 'ref_channels.csv') as f:
         written = Counter({(int(r['class_index']), int(r['channel'])): int(r['count']) for r in csv.DictReader(f)})
@@ -241,64 +243,117 @@ def test_reference_channel_histograms_count_the_correct_images(tools, runs, imag
     read_png(tmp_path / 'ref_channels.png', (2 * 300, 220))  # two classes, one row
 
 
-def test_reference_channel_errors(tools, runs, tmp_path, capsys):
-    assert tools.ref_channel_stats.main([runs.vis.config, runs.vis.checkpoint, '--layer', 'backbone.nope',
-                                         '--out-dir', str(tmp_path)]) == 1
-    assert "--layer 'backbone.nope': no such module" in capsys.readouterr().err
-    assert tools.ref_channel_stats.main([runs.vis.config, str(tmp_path / 'nope.pth')]) == 1
-    assert 'nope.pth does not exist' in capsys.readouterr().err
+@pytest.mark.slow
+def test_reference_channel_errors(runs, tmp_path):
+    with pytest.raises(ValueError, match="--layer 'backbone.nope': no such module"):
+        reference_channel_stats(runs.vis.config, runs.vis.checkpoint, tmp_path, layer='backbone.nope')
+    with pytest.raises(FileNotFoundError, match='nope.pth does not exist'):
+        reference_channel_stats(runs.vis.config, str(tmp_path / 'nope.pth'), tmp_path)
 
 
 # curves ---------------------------------------------------------------------------------
-def test_curves_of_two_runs_and_keep_ratio_per_epoch(tools, runs, tmp_path, capsys):
+@pytest.mark.slow
+def test_curves_of_two_runs_and_keep_ratio_per_epoch(runs, tmp_path, capsys):
     out = tmp_path / 'curves.png'
-    assert tools.plot_curves.main([str(runs.vis.work_dir), str(runs.plain.work_dir), '--keys', 'loss',
-                                   'accuracy/top1', '--labels', 'vis', 'plain', '--out', str(out)]) == 0
-    assert f'wrote {out}' in capsys.readouterr().out
+    proc = run_tool(PLOT_CURVES, runs.vis.work_dir, runs.plain.work_dir, '--keys', 'loss', 'accuracy/top1',
+                    '--labels', 'vis', 'plain', '--out', out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f'wrote {out}' in proc.stdout
     read_png(out, (2 * 420, 300))
 
     keep = tmp_path / 'keep.png'
-    assert tools.plot_curves.main([str(runs.vis.work_dir), '--keys', 'fd/keep_ratio', '--out', str(keep)]) == 0
+    plot_curves([runs.vis.work_dir], ['fd/keep_ratio'], ['vis'], keep)
+    assert f'wrote {keep}' in capsys.readouterr().out
     read_png(keep, (420, 300))
     per_epoch = defaultdict(list)  # the mean keep ratio of the focused iterations of each epoch
     for r in train_records(runs.vis.vis_data):
         if r['fd/active'] == 1:
             per_epoch[r['epoch']].append(r['fd/keep_ratio'])
-    x, y, unit, _ = tools.plot_curves.ScalarLog(runs.vis.work_dir).series('fd/keep_ratio')
+    x, y, unit, _ = ScalarLog(runs.vis.work_dir).series('fd/keep_ratio')
     assert unit == 'epoch' and x == sorted(per_epoch)
     assert y == pytest.approx([np.mean(per_epoch[e]) for e in x])
 
 
-def test_curves_error_names_the_log_and_its_keys(tools, runs, tmp_path, capsys):
+@pytest.mark.slow
+def test_curves_error_names_the_log_and_its_keys(runs, tmp_path):
     out = tmp_path / 'never.png'
-    assert tools.plot_curves.main([str(runs.plain.work_dir), '--keys', 'loss', 'pascal_voc/mAP',
-                                   '--out', str(out)]) == 1
-    err = capsys.readouterr().err
-    assert str(runs.plain.vis_data / 'scalars.json') in err and "no scalar 'pascal_voc/mAP'" in err
-    assert "'accuracy/top1'" in err and "'loss'" in err and not out.exists()
-    assert tools.plot_curves.main([str(tmp_path / 'nowhere'), '--keys', 'loss']) == 1
-    assert 'nowhere does not exist' in capsys.readouterr().err
+    with pytest.raises(ValueError) as error:
+        plot_curves([runs.plain.work_dir], ['loss', 'pascal_voc/mAP'], ['plain'], out)
+    message = str(error.value)
+    assert str(runs.plain.vis_data / 'scalars.json') in message and "no scalar 'pascal_voc/mAP'" in message
+    assert "'accuracy/top1'" in message and "'loss'" in message and not out.exists()
+    with pytest.raises(FileNotFoundError, match='nowhere does not exist'):
+        plot_curves([tmp_path / 'nowhere'], ['loss'], ['nowhere'], out)
 
 
-def test_curves_of_an_iteration_based_run(tools, runs, tmp_path, capsys):
+@pytest.mark.slow
+def test_curves_of_an_iteration_based_run(runs, tmp_path):
     """The same records under an iteration-based train_cfg: x is the iteration, and it cannot share
     an axis with an epoch-based run."""
     vis_data = tmp_path / 'iter_run' / '20260101_000000' / 'vis_data'
     vis_data.mkdir(parents=True)
     (vis_data / 'scalars.json').write_text((runs.plain.vis_data / 'scalars.json').read_text())
     (vis_data / 'config.py').write_text("train_cfg = dict(type='IterBasedTrainLoop', max_iters=8)\n")
-    x, y, unit, phase = tools.plot_curves.ScalarLog(tmp_path / 'iter_run').series('loss')
+    x, y, unit, phase = ScalarLog(tmp_path / 'iter_run').series('loss')
     records = train_records(runs.plain.vis_data)
     assert (unit, phase) == ('iteration', 'train') and x == [r['iter'] for r in records]
     assert y == [r['loss'] for r in records]
-    assert tools.plot_curves.main([str(runs.plain.work_dir), str(tmp_path / 'iter_run'), '--keys', 'loss',
-                                   '--out', str(tmp_path / 'never.png')]) == 1
-    assert 'loss: the runs do not share an x axis' in capsys.readouterr().err
+    with pytest.raises(ValueError, match='loss: the runs do not share an x axis'):
+        plot_curves([runs.plain.work_dir, tmp_path / 'iter_run'], ['loss'], ['epochs', 'iterations'],
+                    tmp_path / 'never.png')
 
 
-@pytest.mark.parametrize('tool, option', [('vis_cam', '--method'), ('ref_channel_stats', '--data-root'),
-                                          ('plot_curves', '--keys')])
-def test_help(tools, tool, option, capsys):
-    with pytest.raises(SystemExit, match='0'):
-        getattr(tools, tool).main(['--help'])
-    assert option in capsys.readouterr().out
+# scalar logs ------------------------------------------------------------------------------
+def write_log(run: Path, timestamp: str, records) -> Path:
+    """``<run>/<timestamp>/vis_data/scalars.json`` of ``records`` (dicts, or raw lines)."""
+    log = run / timestamp / 'vis_data' / 'scalars.json'
+    log.parent.mkdir(parents=True)
+    log.write_text(''.join((r if isinstance(r, str) else json.dumps(r)) + '\n' for r in records))
+    return log
+
+
+def test_scalars_of_a_resumed_run_are_one_log(tmp_path):
+    """Timestamps in order; the resumed log's records replace the first one's for the same
+    iteration or validation step; the ``<timestamp>.json`` stands in for a missing scalars.json."""
+    first = write_log(tmp_path, '20260101_000000', [
+        dict(iter=1, epoch=1, loss=3.0), dict(iter=2, epoch=1, loss=2.0), '',
+        {'accuracy/top1': 10.0, 'step': 1}, dict(iter=3, epoch=2, loss=1.5)])
+    second = write_log(tmp_path, '20260102_000000', [
+        dict(iter=3, epoch=2, loss=1.0), {'accuracy/top1': 30.0, 'step': 2}])
+    third = second.parent.parent.with_name('20260103_000000') / 'vis_data' / '20260103_000000.json'
+    third.parent.mkdir(parents=True)
+    third.write_text(json.dumps({'accuracy/top1': 40.0, 'step': 2}) + '\n')
+    records = read_scalars(tmp_path)
+    assert records.files == [first, second, third]
+    assert [(r['iter'], r['loss']) for r in records.train] == [(1, 3.0), (2, 2.0), (3, 1.0)]
+    assert [(r['step'], r['accuracy/top1']) for r in records.val] == [(1, 10.0), (2, 40.0)]
+    assert read_scalars(first).val == [{'accuracy/top1': 10.0, 'step': 1}]
+
+
+@pytest.mark.parametrize('line, message', [('{"loss": 1', 'not a JSON record'),
+                                           ('{"loss": 1.0}', 'not a training'), ('[1, 2]', 'not a training')])
+def test_scalars_errors_name_the_file_and_line(tmp_path, line, message):
+    log = write_log(tmp_path, '20260101_000000', [dict(iter=1, loss=1.0), line])
+    with pytest.raises(ValueError, match=f'{re.escape(str(log))}:2: {message}'):
+        read_scalars(tmp_path)
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(FileNotFoundError, match=r'empty has no \*/vis_data/scalars.json'):
+        read_scalars(tmp_path / 'empty')
+
+
+# command lines ----------------------------------------------------------------------------
+@pytest.mark.parametrize('tool, option', [(VIS_CAM, '--method'), (REF_CHANNEL_STATS, '--data-root'),
+                                          (PLOT_CURVES, '--keys')])
+def test_help(tool, option):
+    proc = run_tool(tool, '--help')
+    assert proc.returncode == 0 and option in proc.stdout
+
+
+@pytest.mark.parametrize('tool, args, message', [
+    (VIS_CAM, ['missing.png', '--model', 'nope.py', 'nope.pth'], 'error: image missing.png does not exist'),
+    (REF_CHANNEL_STATS, ['nope.py', 'nope.pth'], 'error: config nope.py does not exist'),
+    (PLOT_CURVES, ['nowhere', '--keys', 'loss'], 'error: log nowhere does not exist')])
+def test_tool_errors_exit_1_naming_the_file(tool, args, message, tmp_path):
+    proc = run_tool(tool, *args, '--out-dir' if tool == REF_CHANNEL_STATS else '--out', 'never', cwd=tmp_path)
+    assert proc.returncode == 1 and message in proc.stderr, proc.stderr[-3000:]
+    assert not (tmp_path / 'never').exists()

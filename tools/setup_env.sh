@@ -25,19 +25,29 @@ TORCH_PIN="torch==2.14.1"
 TORCHVISION_PIN="torchvision==0.29.1"
 MMCV_VERSION="2.1.0"
 
+START=$SECONDS
+STEP="starting"
+STEP_START=$SECONDS
 say() { printf '[setup_env] %s\n' "$*"; }
-fail() { printf '[setup_env] ERROR: %s\n' "$*" >&2; exit 1; }
-trap 'fail "step failed at line $LINENO: $BASH_COMMAND"' ERR
+step() { took; STEP="$*"; STEP_START=$SECONDS; say "$*"; }
+took() { [ "$STEP" = starting ] || say "  ($((SECONDS - STEP_START)) s)"; }
+fail() {
+  printf '[setup_env] ERROR: %s\n' "$*" >&2
+  printf '[setup_env] ERROR: the step that failed: %s. Fix what the lines above say and rerun\n' "$STEP" >&2
+  printf '[setup_env] ERROR: bash tools/setup_env.sh (it resumes: finished steps are quick)\n' >&2
+  exit 1
+}
+trap 'fail "command failed at line $LINENO: $BASH_COMMAND"' ERR
 
 PY="$VENV/bin/python"
 PIP=("$PY" -m pip --disable-pip-version-check -q)
 
 if [ ! -x "$PY" ]; then
-  say "creating virtual environment $VENV"
+  step "creating virtual environment $VENV"
   python3 -m venv "$VENV" || fail "python3 -m venv $VENV failed (is python3-venv installed?)"
 fi
 
-say "installing $TORCH_PIN $TORCHVISION_PIN (from the local pip cache where present, ~1 min)"
+step "installing $TORCH_PIN $TORCHVISION_PIN (from the local pip cache where present, ~1 min)"
 "${PIP[@]}" install "$TORCH_PIN" "$TORCHVISION_PIN"
 
 TORCH_VERSION="$("$PY" -c 'import torch; print(torch.__version__)')"
@@ -57,12 +67,14 @@ fi
 MMCV_TAG="mmcv-$MMCV_VERSION-torch$TORCH_VERSION-$CUDA_TAG"
 WHEEL_DIR="$CACHE/$MMCV_TAG"
 if [ "$(cat "$VENV/.mmcv-build" 2>/dev/null || true)" = "$MMCV_TAG" ] && "$PY" -c 'import mmcv.ops' 2>/dev/null; then
-  say "mmcv $MMCV_VERSION with ops already installed ($MMCV_TAG)"
+  step "mmcv $MMCV_VERSION with ops already installed ($MMCV_TAG)"
 else
   if ! ls "$WHEEL_DIR"/mmcv-*.whl >/dev/null 2>&1; then
-    say "building mmcv $MMCV_VERSION ops ($CUDA_TAG, torch $TORCH_VERSION): about 12 minutes on 2 cores for CPU ops, longer with CUDA ops"
-    say "installing build tools for mmcv: setuptools<70 (its setup.py imports pkg_resources; pip will warn that torch wants setuptools>=77, restored after the build), wheel, ninja"
-    "${PIP[@]}" install "setuptools<70" wheel ninja
+    step "building mmcv $MMCV_VERSION ops ($CUDA_TAG, torch $TORCH_VERSION): about 12 minutes on 2 cores for CPU ops, longer with CUDA ops"
+    # setuptools<70 for the build only (mmcv's setup.py imports pkg_resources); torch requires
+    # >=77, so pip would report the temporary downgrade as a conflict: --no-warn-conflicts, and
+    # setuptools goes back to >=77 right after the build
+    "${PIP[@]}" install --no-warn-conflicts "setuptools<70" wheel ninja
     BUILD="$(mktemp -d)"
     "${PIP[@]}" download --no-deps --no-binary :all: --no-build-isolation "mmcv==$MMCV_VERSION" -d "$BUILD" \
       || fail "could not download the mmcv $MMCV_VERSION sdist"
@@ -80,7 +92,7 @@ else
     rm -rf "$WHEEL_DIR" && mv "$WHEEL_DIR.partial" "$WHEEL_DIR"
     rm -rf "$BUILD"
   else
-    say "using the cached mmcv wheel in $WHEEL_DIR"
+    step "using the cached mmcv wheel in $WHEEL_DIR"
   fi
   "${PIP[@]}" install --no-deps --force-reinstall "$WHEEL_DIR"/mmcv-*.whl
   echo "$MMCV_TAG" > "$VENV/.mmcv-build"
@@ -88,12 +100,12 @@ fi
 # torch 2.14 itself requires setuptools>=77; <81 still ships pkg_resources for older tools
 "${PIP[@]}" install "setuptools>=77,<81"
 
-say "installing mmengine, mmdet, mmpretrain, pycocotools, plotting and test tools"
+step "installing mmengine, mmdet, mmpretrain, pycocotools, plotting and test tools"
 "${PIP[@]}" install "mmengine==0.10.7" "mmdet==3.3.0" "mmpretrain==1.2.0" "pycocotools>=2.0.8" \
   "numpy<2.5" "opencv-python>=4.10" matplotlib tensorboard "timm==1.0.31" "grad-cam==1.5.7" \
   "pytest>=8" "$TORCH_PIN" "$TORCHVISION_PIN" "mmcv==$MMCV_VERSION"
 
-say "installing fdrop_mm (editable)"
+step "installing fdrop_mm (editable)"
 "${PIP[@]}" install --no-deps --no-build-isolation -e "$REPO"
 
 "$PY" - <<'PY' || fail "the installed stack does not import; see the traceback above"
@@ -101,3 +113,5 @@ import torch, mmengine, mmcv, mmcv.ops, mmdet, mmpretrain, fdrop_mm  # noqa: F40
 print(f'[setup_env] ok: torch {torch.__version__}, mmengine {mmengine.__version__}, '
       f'mmcv {mmcv.__version__}, mmdet {mmdet.__version__}, mmpretrain {mmpretrain.__version__}')
 PY
+took
+say "ready in $((SECONDS - START)) s: $VENV; the mmcv wheel is cached in $WHEEL_DIR"

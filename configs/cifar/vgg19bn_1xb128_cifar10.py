@@ -1,5 +1,5 @@
-# VGG-19 with batch normalisation on CIFAR-10: paper Table 1's baseline row. tools/run_sweep.py
-# adds the other rows' regulariser to this config (README: the classification tables).
+# VGG-19 with batch normalisation on CIFAR-10: paper Table 1's baseline row. The other rows'
+# configs, in table1/, inherit it and add their regulariser (docs/classification.md).
 _base_ = './_base_/cifar10.py'
 
 model = dict(backbone=dict(type='CifarVGG', depth=19), head=dict(in_channels=512))

@@ -1,5 +1,5 @@
-# Wide ResNet-28-10 on CIFAR-100: paper Table 2's baseline row. tools/run_sweep.py
-# adds the other rows' regulariser to this config (README: the classification tables).
+# Wide ResNet-28-10 on CIFAR-100: paper Table 2's baseline row. The other rows' configs, in table2/,
+# inherit it and add their regulariser (docs/classification.md).
 # Wide ResNet's schedule (§5): 200 epochs, lr x0.1 at epochs 60, 120 and 160.
 _base_ = './_base_/cifar100.py'
 

@@ -1,7 +1,8 @@
 # RetinaNet R50-FPN on VOC 2007+2012 trainval, VOC2007 test, 11-point mAP: mmdet's stock
 # recipe, with the backbone initialised from the baseline ImageNet pretraining (paper §5.3).
-# The backbone checkpoint comes from tools/extract_backbone.py; it must load every backbone
-# parameter and buffer (StrictPretrained), or initialisation fails naming what is missing.
+# The backbone checkpoint comes from tools/model_converters/extract_backbone.py; it must load
+# every backbone parameter and buffer (StrictPretrained), or initialisation fails naming what is
+# missing.
 # Data root: $VOC_ROOT (default data/VOCdevkit/); checkpoint: $BACKBONE_CKPT.
 _base_ = 'mmdet::pascal_voc/retinanet_r50_fpn_1x_voc0712.py'
 

@@ -1,5 +1,5 @@
 # CPU smoke run of the baseline pretraining on the generated tiny ImageNet-format set
-# (tools/make_tiny_data.py): 20 classes of 64x64 images, ResNet-50, 4 epochs. The classes are
+# (tools/misc/make_tiny_data.py): 20 classes of 64x64 images, ResNet-50, 4 epochs. The classes are
 # the drawings of the tiny VOC's 20 classes, as real ImageNet covers VOC's: with only the first
 # 10 of them, the transferred backbone did not beat a random one in the detection fine-tune
 # (VOC07 mAP 0.067 vs 0.077 floor; 20 classes: 0.187).

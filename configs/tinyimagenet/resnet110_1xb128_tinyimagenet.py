@@ -1,5 +1,5 @@
-# ResNet-110 on Tiny ImageNet-200 (paper §5.1.2, Table 3's baseline row; tools/run_sweep.py adds
-# the other rows' regulariser): 64x64 images, trained on train/, evaluated on val/ (the paper uses
+# ResNet-110 on Tiny ImageNet-200 (paper §5.1.2, Table 3's baseline row; the other rows' configs in
+# table3/ inherit it): 64x64 images, trained on train/, evaluated on val/ (the paper uses
 # the labelled validation set as its test set), the CIFAR schedule (300 epochs, lr x0.1 at 150
 # and 225). Augmentation as on CIFAR: flip and random crop, padding 8 (CIFAR's 4 at twice the size).
 # Data root: $TINY_IMAGENET_200_ROOT, default data/tiny-imagenet-200 (the unpacked

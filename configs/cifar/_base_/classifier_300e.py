@@ -2,7 +2,8 @@
 # ImageClassifier (backbone, global average pooling, linear head; each leaf config sets the
 # backbone and the head's in_channels / num_classes), SGD for 300 epochs with the learning rate
 # x0.1 at epochs 150 and 225, validation after every epoch (the paper reports the highest
-# validation accuracy over the run; tools/aggregate_results.py reports it beside the final one).
+# validation accuracy over the run; tools/analysis_tools/aggregate_results.py reports it beside the
+# final one).
 # Not stated in the paper, so the common CIFAR recipe: lr 0.1, momentum 0.9, batch 128 on one GPU,
 # weight decay 5e-4 (Fig. 6c's best, 1e-3, is then the FocusedDropout steps' decay at x2).
 _base_ = ['mmpretrain::_base_/schedules/cifar10_bs128.py', 'mmpretrain::_base_/default_runtime.py']

@@ -1,14 +1,15 @@
-"""Pictures of what FocusedDropout does (paper §4, Fig. 2-4), shared by the hook and tools/.
+"""Pictures of what FocusedDropout does (paper §4, Fig. 2-4): the drawing shared by the hook and
+the CAM, reference-channel and curve modules of this package.
 
 - ``reference_channel`` (the operator's, re-exported): the channel with the highest mean
-  activation (§4, Eqs. 1-2), for tools/ref_channel_stats.py (Fig. 2) and the live pictures.
+  activation (§4, Eqs. 1-2), for the reference-channel statistics (Fig. 2) and the live pictures.
 - ``network_input_to_rgb``: undo a data preprocessor's normalisation, so that overlays sit on
   exactly the tensor the network saw (after resizing, padding and batch augmentation).
-- ``load_model``: a checkpoint and its config as an eval-mode model, for the tools;
-  ``subplot_grid`` and ``save_figure``: the tools' matplotlib figures.
+- ``load_model``: a checkpoint and its config as an eval-mode model;
+  ``subplot_grid`` and ``save_figure``: the matplotlib figures.
 - ``MaskSnapshot``: captures one training iteration's input and a FocusedDropout module's input
   and output, and draws, per sample, the image, the reference channel and the kept positions;
-  ``FocusedDropoutHook(vis_interval=N)`` sends it to mmengine's visualizer.
+  ``FocusedDropoutVisualizationHook(interval=N)`` sends it to mmengine's visualizer.
 """
 import math
 from pathlib import Path
@@ -23,7 +24,7 @@ from mmengine.registry import MODELS, init_default_scope
 from mmengine.runner import load_checkpoint
 from torch import Tensor, nn
 
-from .focused_dropout import reference_channel
+from ..focused_dropout import reference_channel
 
 __all__ = ['reference_channel', 'network_input_to_rgb', 'heatmap_overlay', 'kept_positions',
            'load_model', 'subplot_grid', 'save_figure', 'FIGURE_DPI', 'MaskSnapshot']
@@ -31,7 +32,7 @@ __all__ = ['reference_channel', 'network_input_to_rgb', 'heatmap_overlay', 'kept
 MIN_PANEL_SIDE = 128  # small inputs (tiny runs, CIFAR) are upscaled so the panels stay readable
 LABEL_HEIGHT = 18
 SCOPES = ('mmpretrain', 'mmdet')
-FIGURE_DPI = 100  # the tools size figures in pixels / FIGURE_DPI inches
+FIGURE_DPI = 100  # figures are sized in pixels / FIGURE_DPI inches
 
 
 def network_input_to_rgb(data_preprocessor: nn.Module, inputs: Tensor) -> np.ndarray:
@@ -78,7 +79,7 @@ def subplot_grid(count: int, max_columns: int, subplot_px):
     """A pyplot figure of ``count`` subplots, up to ``max_columns`` per row, each ``subplot_px``
     (width, height) pixels, and the list of its ``count`` axes (spare cells hidden): the PNG
     ``save_figure`` writes is (columns * width) x (rows * height) pixels."""
-    import matplotlib.pyplot as plt  # the tools' dependency, not the training path's
+    import matplotlib.pyplot as plt  # the pictures' dependency, not the training path's
     ncols = min(max_columns, count)
     nrows = math.ceil(count / ncols)
     fig, axes = plt.subplots(nrows, ncols, squeeze=False, dpi=FIGURE_DPI,

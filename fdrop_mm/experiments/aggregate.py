@@ -1,23 +1,21 @@
-"""Gather the classification runs of tools/run_sweep.py into tables laid out like the paper's
-Tables 1-4 and Fig. 6 (markdown and CSV): mean ± std over seeds of the paper's measure, the
-highest validation top-1 over the whole run (§5: "The highest validation accuracy over the
-full training course is chosen as the result", optimistic), beside the final top-1.
+"""The classification runs of a sweep as tables laid out like the paper's Tables 1-4 and Fig. 6
+(markdown and CSV): mean ± std over seeds of the paper's measure, the highest validation top-1
+over the whole run (§5: "The highest validation accuracy over the full training course is
+chosen as the result", optimistic), beside the final top-1.
 
-    python tools/aggregate_results.py --table 1 2 3 4 [--work-dir work_dirs/classification]
-
-writes ``<work-dir>/table<key>.md`` and ``.csv`` for each table and prints the markdown. A run
-is ``<work-dir>/<run>/seed<k>``; only runs with the ``done.json`` of a finished sweep run
-count (unfinished ones are listed below the table). Validation results are read from
-mmengine's logs, ``<run>/seed<k>/<timestamp>/vis_data/scalars.json`` (or the
-``<timestamp>.json`` beside it), all timestamps together, so a resumed run counts once.
+A run is ``<work-dir>/<run>/seed<k>``; only runs with the ``done.json`` of a finished sweep run
+count (unfinished ones are listed below the table). Validation results are read from mmengine's
+logs, ``<run>/seed<k>/<timestamp>/vis_data/scalars.json`` (or the ``<timestamp>.json`` beside
+it), all timestamps together, so a resumed run counts once.
 """
-import argparse
 import csv
 import json
 import statistics
 from pathlib import Path
+from typing import Sequence
 
-from run_sweep import TABLES
+from .stages import DONE
+from .tables import Table
 
 METRIC = 'accuracy/top1'
 
@@ -69,13 +67,13 @@ def format_mean_std(values) -> str:
     return f'{mean:.2f}' if std is None else f'{mean:.2f} ± {std:.2f}'
 
 
-def collect(table, work_dir: Path):
+def collect(table: Table, work_dir: Path):
     """Per cell: the finished runs' summaries by seed, and the unfinished run folders."""
     results, unfinished = {}, []
     for cell in table.cells:
         runs = {}
         for seed_dir in sorted((work_dir / cell.run).glob('seed*')):
-            if not (seed_dir / 'done.json').is_file():
+            if not (seed_dir / DONE).is_file():
                 unfinished.append(seed_dir)
                 continue
             runs[int(seed_dir.name[len('seed'):])] = summarize_run(seed_dir)
@@ -83,7 +81,7 @@ def collect(table, work_dir: Path):
     return results, unfinished
 
 
-def markdown(table, results, unfinished) -> str:
+def markdown(table: Table, results, unfinished) -> str:
     rows = list(dict.fromkeys(cell.row for cell in table.cells))
     columns = list(dict.fromkeys(cell.column for cell in table.cells))
     by_position = {(cell.row, cell.column): cell for cell in table.cells}
@@ -102,11 +100,11 @@ def markdown(table, results, unfinished) -> str:
                 f' (n={len(runs)})' if len(runs) != len(seeds) else ''))
         lines.append(f'| {row} | ' + ' | '.join(cells) + ' |')
     if unfinished:
-        lines += ['', 'Not finished (no done.json), left out: ' + ', '.join(map(str, unfinished))]
+        lines += ['', f'Not finished (no {DONE}), left out: ' + ', '.join(map(str, unfinished))]
     return '\n'.join(lines) + '\n'
 
 
-def csv_rows(table, results):
+def csv_rows(table: Table, results):
     for cell, runs in results.items():
         for measure in ('best', 'final'):
             values = [runs[seed][measure] for seed in sorted(runs)]
@@ -117,7 +115,7 @@ def csv_rows(table, results):
                        values=' '.join(f'{v:g}' for v in values))
 
 
-def write_tables(tables, work_dir: Path) -> str:
+def write_tables(tables: Sequence[Table], work_dir: Path) -> str:
     """Write ``table<key>.md`` and ``table<key>.csv`` into ``work_dir``; return the markdown."""
     texts = []
     for table in tables:
@@ -131,18 +129,3 @@ def write_tables(tables, work_dir: Path) -> str:
             writer.writerows(rows)
         texts.append(text)
     return '\n'.join(texts)
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--table', nargs='+', required=True, choices=list(TABLES))
-    parser.add_argument('--work-dir', type=Path, default=Path('work_dirs/classification'),
-                        help='the sweep\'s --work-dir (default work_dirs/classification)')
-    args = parser.parse_args(argv)
-    if not args.work_dir.is_dir():
-        raise SystemExit(f'aggregate_results.py: error: {args.work_dir} is not a directory')
-    print(write_tables([TABLES[key] for key in args.table], args.work_dir))
-
-
-if __name__ == '__main__':
-    main()

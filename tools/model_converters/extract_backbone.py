@@ -2,8 +2,8 @@
 
 Usage::
 
-    python tools/extract_backbone.py SRC DST [--depth 50] [--meta arm=fd_mwd note=...]
-                                     [--allow-non-classifier-source]
+    python tools/model_converters/extract_backbone.py SRC DST [--depth 50] [--meta arm=fd_mwd note=...]
+                                                      [--allow-non-classifier-source]
 
 Writes ``{'state_dict': {'backbone.*': tensor}, 'meta': {...}}`` to DST for
 ``init_cfg=dict(type='StrictPretrained', checkpoint=DST, prefix='backbone.')``.
@@ -13,12 +13,9 @@ refused unless ``--allow-non-classifier-source``. See ``fdrop_mm.transfer.extrac
 import argparse
 import ast
 import json
-import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # the repo, when not installed
-
-from fdrop_mm.transfer import extract_backbone  # noqa: E402  (also registers the safe globals)
+from fdrop_mm.transfer import extract_backbone
 
 
 def meta_item(text: str):

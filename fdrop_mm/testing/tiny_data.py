@@ -3,9 +3,10 @@ real on-disk formats.
 
 Usage::
 
-    python tools/make_tiny_data.py --out data/tiny [--seed 0] [--only DATASET ...] [--force]
+    python tools/misc/make_tiny_data.py --out data/tiny [--seed 0] [--only DATASET ...] [--force]
 
-writes ``<out>/imagenet`` and ``<out>/VOCdevkit`` (the default ``--only imagenet voc``), and
+or ``generate('data/tiny', only=('imagenet', 'voc'), seed=0, force=False, **sizes)``, writes
+``<out>/imagenet`` and ``<out>/VOCdevkit`` (the default ``--only imagenet voc``), and
 with ``--only cifar10 cifar100 tinyimagenet`` ``<out>/cifar10``, ``<out>/cifar100`` and
 ``<out>/tiny-imagenet-200``. Every image holds synthetic objects
 whose class is learnable: class ``k`` is drawn as its own shape, fill texture and hue
@@ -63,14 +64,12 @@ Tiny ImageNet (``<out>/tiny-imagenet-200``, for ``fdrop_mm.datasets.classificati
 ``--tinyimagenet-size`` pixels square (default 64, the real size); the first training image
 of the first class is greyscale, as some published ones are.
 """
-import argparse
 import colorsys
 import functools
 import json
 import math
 import pickle
 import shutil
-import sys
 import zlib
 from pathlib import Path
 from xml.etree import ElementTree as ET
@@ -93,10 +92,19 @@ SHAPES = ('ellipse', 'rectangle', 'triangle', 'diamond', 'cross', 'ring', 'star'
 TEXTURES = ('solid', 'hstripes', 'vstripes', 'checker')
 MAX_IMAGENET_CLASSES = 1000
 DATASETS = ('imagenet', 'voc', 'cifar10', 'cifar100', 'tinyimagenet')
+DATASET_FOLDERS = dict(imagenet='imagenet', voc='VOCdevkit', cifar10='cifar10', cifar100='cifar100',
+                       tinyimagenet='tiny-imagenet-200')  # each dataset's root under ``out``
+DEFAULT_SIZES = dict(  # generate()'s **sizes, the flags of tools/misc/make_tiny_data.py
+    num_classes=20, imagenet_train_per_class=30, imagenet_val_per_class=10, imagenet_size=64,
+    voc07_trainval=60, voc07_test=100, voc12_trainval=40, voc_size=(192, 160),
+    cifar10_train_per_class=20, cifar10_test_per_class=10,
+    cifar100_train_per_class=5, cifar100_test_per_class=2,
+    tinyimagenet_classes=10, tinyimagenet_train_per_class=10, tinyimagenet_val_per_class=4,
+    tinyimagenet_size=64)
 
 
 class TinyDataError(RuntimeError):
-    """Bad input or an output location this tool must not overwrite."""
+    """Bad input or an output location the generator must not overwrite."""
 
 
 # ----------------------------------------------------------------------------- drawing
@@ -472,7 +480,6 @@ def make_cifar(root, dataset, *, seed=0, train_per_class=20, test_per_class=10, 
 
 # ---------------------------------------------------------------------- Tiny ImageNet
 
-TINY_IMAGENET_FOLDER = 'tiny-imagenet-200'
 WORDNET_ROOTS = ('n00001740\tentity', 'n00001930\tphysical entity')  # words.txt's first lines
 
 
@@ -575,7 +582,7 @@ def _materialize(root, params, force, writer):
     writer(partial)
     num_files = _count_files(partial) + 1  # + the manifest itself
     (partial / MANIFEST).write_text(json.dumps(
-        dict(generator='tools/make_tiny_data.py', format_version=FORMAT_VERSION,
+        dict(generator='fdrop_mm.testing.tiny_data', format_version=FORMAT_VERSION,
              params=params, num_files=num_files), indent=2, sort_keys=True) + '\n')
     if root.is_dir():
         shutil.rmtree(root)
@@ -583,86 +590,53 @@ def _materialize(root, params, force, writer):
     return True
 
 
-# --------------------------------------------------------------------------------- CLI
+# ------------------------------------------------------------------------------ generate
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description='Write deterministic tiny ImageNet (<out>/imagenet, for mmpretrain), '
-                    'VOCdevkit (<out>/VOCdevkit, for mmdet), CIFAR-10/100 (<out>/cifar10, '
-                    '<out>/cifar100) and Tiny ImageNet (<out>/tiny-imagenet-200) datasets in '
-                    'their real formats.')
-    parser.add_argument('--out', required=True, type=Path, help='output directory')
-    parser.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
-    parser.add_argument('--only', nargs='+', choices=DATASETS, default=['imagenet', 'voc'],
-                        metavar='DATASET',
-                        help=f'the datasets to make, of {", ".join(DATASETS)} (default: imagenet '
-                             'voc, what the pretrain-and-detect pipeline needs)')
-    parser.add_argument('--force', action='store_true',
-                        help='replace a dataset this tool made with other parameters')
-    imagenet = parser.add_argument_group('ImageNet')
-    imagenet.add_argument('--num-classes', type=int, default=20,
-                          help='default 20: the 20 VOC classes\' drawings, as ImageNet covers VOC\'s classes')
-    imagenet.add_argument('--imagenet-train-per-class', type=int, default=30, help='default 30')
-    imagenet.add_argument('--imagenet-val-per-class', type=int, default=10, help='default 10')
-    imagenet.add_argument('--imagenet-size', type=int, default=64,
-                          help='square image side in pixels (default 64)')
-    cifar = parser.add_argument_group('CIFAR-10 and CIFAR-100 (32x32 images)')
-    cifar.add_argument('--cifar10-train-per-class', type=int, default=20, help='default 20')
-    cifar.add_argument('--cifar10-test-per-class', type=int, default=10, help='default 10')
-    cifar.add_argument('--cifar100-train-per-class', type=int, default=5, help='default 5')
-    cifar.add_argument('--cifar100-test-per-class', type=int, default=2, help='default 2')
-    tin = parser.add_argument_group('Tiny ImageNet')
-    tin.add_argument('--tinyimagenet-classes', type=int, default=10, help='default 10')
-    tin.add_argument('--tinyimagenet-train-per-class', type=int, default=10, help='default 10')
-    tin.add_argument('--tinyimagenet-val-per-class', type=int, default=4,
-                     help='also the size of the unlabelled test split (default 4)')
-    tin.add_argument('--tinyimagenet-size', type=int, default=64,
-                     help='square image side in pixels (default 64)')
-    voc = parser.add_argument_group('VOC')
-    voc.add_argument('--voc07-trainval', type=int, default=60, help='default 60')
-    voc.add_argument('--voc07-test', type=int, default=100, help='default 100')
-    voc.add_argument('--voc12-trainval', type=int, default=40, help='default 40')
-    voc.add_argument('--voc-size', type=int, nargs=2, default=(192, 160), metavar=('W', 'H'),
-                     help='image width and height in pixels (default 192 160)')
-    return parser.parse_args(argv)
+def generate(out, only=('imagenet', 'voc'), seed=0, force=False, **sizes):
+    """Make the datasets ``only`` (of :data:`DATASETS`) under ``out``, in their folders
+    :data:`DATASET_FOLDERS`; ``sizes`` override :data:`DEFAULT_SIZES`.
 
-
-def main(argv=None):
-    args = parse_args(argv)
-    jobs = []
-    if 'imagenet' in args.only:
-        jobs.append((args.out / 'imagenet', lambda root: make_imagenet(
-            root, seed=args.seed, num_classes=args.num_classes,
-            train_per_class=args.imagenet_train_per_class,
-            val_per_class=args.imagenet_val_per_class, image_size=args.imagenet_size,
-            force=args.force)))
-    if 'voc' in args.only:
-        jobs.append((args.out / 'VOCdevkit', lambda root: make_voc(
-            root, seed=args.seed, voc07_trainval=args.voc07_trainval,
-            voc07_test=args.voc07_test, voc12_trainval=args.voc12_trainval,
-            image_size=tuple(args.voc_size), force=args.force)))
-    for dataset in CIFAR_FORMATS:
-        if dataset in args.only:
-            jobs.append((args.out / dataset, functools.partial(
-                make_cifar, dataset=dataset, seed=args.seed, force=args.force,
-                train_per_class=getattr(args, f'{dataset}_train_per_class'),
-                test_per_class=getattr(args, f'{dataset}_test_per_class'))))
-    if 'tinyimagenet' in args.only:
-        jobs.append((args.out / TINY_IMAGENET_FOLDER, lambda root: make_tinyimagenet(
-            root, seed=args.seed, num_classes=args.tinyimagenet_classes,
-            train_per_class=args.tinyimagenet_train_per_class,
-            val_per_class=args.tinyimagenet_val_per_class, image_size=args.tinyimagenet_size,
-            force=args.force)))
-    try:
-        for path in (args.out, *args.out.parents):
-            if path.exists() and not path.is_dir():
-                raise TinyDataError(f'--out {args.out}: {path} exists and is not a directory')
-        for root, make in jobs:
-            print(f'wrote {root}' if make(root) else
+    Prints and returns ``[(root, written), ...]`` in :data:`DATASETS` order; ``written`` is
+    False for a dataset that was already complete for these parameters, and skipped. Raises
+    :class:`TinyDataError` on bad input or an output it must not overwrite.
+    """
+    unknown = sorted(set(only) - set(DATASETS))
+    if unknown:
+        raise TinyDataError(f'only: unknown datasets {unknown}, expected some of {list(DATASETS)}')
+    unknown = sorted(sizes.keys() - DEFAULT_SIZES.keys())
+    if unknown:
+        raise TinyDataError(f'unknown sizes {unknown}, expected some of {sorted(DEFAULT_SIZES)}')
+    size = dict(DEFAULT_SIZES, **sizes)
+    out = Path(out)
+    for path in (out, *out.parents):
+        if path.exists() and not path.is_dir():
+            raise TinyDataError(f'--out {out}: {path} exists and is not a directory')
+    makers = {
+        'imagenet': lambda root: make_imagenet(
+            root, seed=seed, num_classes=size['num_classes'],
+            train_per_class=size['imagenet_train_per_class'],
+            val_per_class=size['imagenet_val_per_class'], image_size=size['imagenet_size'],
+            force=force),
+        'voc': lambda root: make_voc(
+            root, seed=seed, voc07_trainval=size['voc07_trainval'], voc07_test=size['voc07_test'],
+            voc12_trainval=size['voc12_trainval'], image_size=tuple(size['voc_size']),
+            force=force),
+        'tinyimagenet': lambda root: make_tinyimagenet(
+            root, seed=seed, num_classes=size['tinyimagenet_classes'],
+            train_per_class=size['tinyimagenet_train_per_class'],
+            val_per_class=size['tinyimagenet_val_per_class'],
+            image_size=size['tinyimagenet_size'], force=force),
+        **{dataset: functools.partial(
+            make_cifar, dataset=dataset, seed=seed, force=force,
+            train_per_class=size[f'{dataset}_train_per_class'],
+            test_per_class=size[f'{dataset}_test_per_class']) for dataset in CIFAR_FORMATS},
+    }
+    results = []
+    for dataset in DATASETS:
+        if dataset in only:
+            root = out / DATASET_FOLDERS[dataset]
+            written = makers[dataset](root)
+            print(f'wrote {root}' if written else
                   f'{root} is already complete for these parameters, skipped')
-    except TinyDataError as err:
-        sys.exit(f'make_tiny_data.py: error: {err}')
-
-
-if __name__ == '__main__':
-    main()
+            results.append((root, written))
+    return results

@@ -1,6 +1,8 @@
-"""The pipeline end to end on tiny data, and multi-process detection training, as a user runs them."""
+"""fdrop_mm.experiments.pipeline end to end on tiny data through tools/run_pipeline.py, stage
+skipping, and multi-process detection training, as a user runs them."""
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -9,9 +11,10 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
+from fdrop_mm.experiments.pipeline import Pipeline
+from fdrop_mm.experiments.stages import run_stage
+from fdrop_mm.testing import make_imagenet, make_voc
 from tests.conftest import REPO
-from tests.test_detection_data import make_tiny_data
-from tests.test_hook import free_port
 
 TINY_DETECTION = REPO / 'configs/tiny/retinanet_r50_fpn_voc0712_tiny.py'
 
@@ -23,6 +26,12 @@ def run(cmd, env=None, timeout=1500):
     return proc.stdout
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope='module')
 def pipeline(tmp_path_factory):
     root = tmp_path_factory.mktemp('pipeline')
@@ -31,6 +40,7 @@ def pipeline(tmp_path_factory):
     return root, stdout, json.loads((root / 'work' / 'results.json').read_text())
 
 
+@pytest.mark.slow
 def test_pipeline_learns_and_reports_both_arms(pipeline):
     root, stdout, results = pipeline
     rows = {r['arm']: r for r in results['rows']}
@@ -52,6 +62,7 @@ def test_pipeline_learns_and_reports_both_arms(pipeline):
     assert table in stdout
 
 
+@pytest.mark.slow
 def test_detector_backbone_equals_the_extracted_backbone(pipeline):
     root, _, _ = pipeline
     backbone_file = root / 'work' / 'seed0' / 'pretrain_fd' / 'backbone.pth'
@@ -69,6 +80,7 @@ def test_detector_backbone_equals_the_extracted_backbone(pipeline):
         assert torch.equal(value, extracted['state_dict'][f'backbone.{name}']), name
 
 
+@pytest.mark.slow
 def test_rerun_skips_complete_stages(pipeline):
     root, _, results = pipeline
     stdout = run([sys.executable, 'tools/run_pipeline.py', '--tiny', '--work-dir', root / 'work',
@@ -77,9 +89,10 @@ def test_rerun_skips_complete_stages(pipeline):
     assert json.loads((root / 'work' / 'results.json').read_text()) == results
 
 
+@pytest.mark.slow
 def test_dist_train_two_processes_and_resume(tmp_path):
     voc = tmp_path / 'VOCdevkit'
-    make_tiny_data.make_voc(voc, seed=0, voc07_trainval=12, voc07_test=4, voc12_trainval=4)
+    make_voc(voc, seed=0, voc07_trainval=12, voc07_test=4, voc12_trainval=4)
     work = tmp_path / 'work'
     options = ['--cfg-options', 'model.backbone.init_cfg=None', 'train_cfg.val_interval=100',
                'default_hooks.checkpoint.interval=1']
@@ -96,11 +109,7 @@ def test_dist_train_two_processes_and_resume(tmp_path):
 
 
 def test_complete_stage_is_rerun_when_its_inputs_change(tmp_path):
-    sys.path.insert(0, str(REPO / 'tools'))
-    import run_pipeline
-    args = run_pipeline.parse_args(['--tiny', '--work-dir', str(tmp_path / 'work'),
-                                    '--data-root', str(tmp_path / 'data')])
-    pipeline = run_pipeline.Pipeline(args)
+    pipeline = Pipeline(work_dir=tmp_path / 'work', data_root=tmp_path / 'data', tiny=True)
     made = []
 
     def produce(work_dir):
@@ -112,16 +121,24 @@ def test_complete_stage_is_rerun_when_its_inputs_change(tmp_path):
     stage_dir = tmp_path / 'work' / 'stage'
     config = 'configs/tiny/resnet50_tiny-imagenet.py'
     inputs = pipeline.stage_inputs(config, ['randomness.seed=0'])
-    pipeline.stage(stage_dir, produce, inputs)
-    pipeline.stage(stage_dir, produce, pipeline.stage_inputs(config, ['randomness.seed=0']))
+    run_stage(stage_dir, produce, inputs)
+    run_stage(stage_dir, produce, pipeline.stage_inputs(config, ['randomness.seed=0']))
     assert len(made) == 1, 'same inputs: the complete stage is skipped'
-    pipeline.stage(stage_dir, produce, pipeline.stage_inputs(config, ['randomness.seed=1']))
+    run_stage(stage_dir, produce, pipeline.stage_inputs(config, ['randomness.seed=1']))
     assert len(made) == 2, 'other options: rerun'
-    make_tiny_data.make_imagenet(tmp_path / 'data' / 'imagenet', seed=0, num_classes=2,
-                                 train_per_class=1, val_per_class=1)
-    pipeline.stage(stage_dir, produce, pipeline.stage_inputs(config, ['randomness.seed=1']))
+    make_imagenet(tmp_path / 'data' / 'imagenet', seed=0, num_classes=2, train_per_class=1,
+                  val_per_class=1)
+    run_stage(stage_dir, produce, pipeline.stage_inputs(config, ['randomness.seed=1']))
     assert len(made) == 3, 'regenerated data: rerun'
     derived = pipeline.stage_inputs('configs/tiny/resnet50_fd_tiny-imagenet.py', ['randomness.seed=1'])
-    assert derived['configs_sha256'] != pipeline.stage_inputs(config, [])['configs_sha256']
-    pipeline.stage(stage_dir, produce, pipeline.stage_inputs(config, ['randomness.seed=1'], upstream=derived))
+    assert derived['config_sha256'] != pipeline.stage_inputs(config, [])['config_sha256']
+    run_stage(stage_dir, produce, pipeline.stage_inputs(config, ['randomness.seed=1'], upstream=derived))
     assert len(made) == 4, 'another upstream stage: rerun'
+    made[-1].unlink()
+    run_stage(stage_dir, produce, pipeline.stage_inputs(config, ['randomness.seed=1'], upstream=derived))
+    assert len(made) == 5, 'an output is missing: rerun'
+
+
+def test_unknown_arm_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match=r"arms: unknown \['fd2'\]"):
+        Pipeline(work_dir=tmp_path, data_root=tmp_path, arms=['fd2'])

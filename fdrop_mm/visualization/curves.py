@@ -1,12 +1,9 @@
 """Training and validation curves of several runs on one plot (paper Fig. 5, Fig. 6b), read from
-mmengine's scalar logs (``<work_dir>/<timestamp>/vis_data/scalars.json``)::
+mmengine's scalar logs (``<work_dir>/<timestamp>/vis_data/scalars.json``, see
+:func:`~fdrop_mm.visualization.scalars.read_scalars`).
 
-    python tools/plot_curves.py RUN [RUN ...] --keys loss accuracy/top1 fd/keep_ratio \\
-        [--labels baseline fd] [--out work_dirs/curves/curves.png]
-
-RUN is a work dir (all its ``*/vis_data/scalars.json`` in timestamp order, so a resumed run is one
-curve: a later log's record for the same iteration or validation step replaces the earlier one)
-or one scalars.json. One subplot per key, one line per run; every run must log every key.
+A run is a work dir (all its logs in timestamp order, so a resumed run is one curve) or one
+scalars.json. One subplot per key, one line per run; every run must log every key.
 
 A key logged in training records (``loss``, ``lr``, ``fd/keep_ratio``, ...) is averaged per epoch
 in epoch-based runs and plotted per logged iteration in iteration-based runs; a validation key
@@ -16,20 +13,15 @@ epoch-based is read from the ``config.py`` mmengine writes beside scalars.json.
 (``fd/active`` = 1): the paper's keep ratio of an epoch is the mean over the masks of that epoch
 (§5.2.2); the other records only repeat the latest focused iteration's value.
 """
-import argparse
-import json
-import os.path as osp
-import sys
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # the repo, when not installed
+from matplotlib.ticker import MaxNLocator
+from mmengine.config import Config
 
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-from mmengine.config import Config  # noqa: E402
-
-from fdrop_mm.visualization import save_figure, subplot_grid  # noqa: E402
+from .drawing import save_figure, subplot_grid
+from .scalars import read_scalars
 
 SUBPLOT_PX = (420, 300)  # width, height of one key's plot
 KEEP_RATIO, ACTIVE = 'fd/keep_ratio', 'fd/active'
@@ -37,31 +29,12 @@ BOOKKEEPING = {'epoch', 'iter', 'step'}
 
 
 class ScalarLog:
-    """The merged training and validation records of one run."""
+    """The merged training and validation records of one run, and whether it is epoch-based."""
 
     def __init__(self, run: Path) -> None:
-        if run.is_dir():
-            self.files = sorted(run.glob('*/vis_data/scalars.json'))
-            if not self.files:
-                raise FileNotFoundError(f'{run} has no */vis_data/scalars.json (is it an mmengine work dir?)')
-        elif run.is_file():
-            self.files = [run]
-        else:
-            raise FileNotFoundError(f'log {run} does not exist')
+        records = read_scalars(run)
         self.name = str(run)
-        train, val = {}, {}
-        for path in self.files:
-            for number, line in enumerate(path.read_text().splitlines(), 1):
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f'{path}:{number}: not a JSON record ({e.msg})') from None
-                if 'iter' in record:
-                    train[record['iter']] = record
-                else:
-                    val[record['step']] = record
-        self.train = [train[i] for i in sorted(train)]
-        self.val = [val[s] for s in sorted(val)]
+        self.files, self.train, self.val = records.files, records.train, records.val
         config = self.files[-1].parent / 'config.py'
         if not config.is_file():
             raise FileNotFoundError(f'{config} is missing: plot_curves reads train_cfg from it to know whether '
@@ -121,34 +94,13 @@ def plot(logs: List[ScalarLog], labels: List[str], keys: List[str], out: Path) -
     save_figure(fig, out)
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                     epilog=__doc__.split('\n\n', 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('runs', nargs='+', type=Path, help='work dirs or scalars.json files')
-    parser.add_argument('--keys', nargs='+', required=True,
-                        help='scalars to plot, e.g. loss accuracy/top1 fd/keep_ratio pascal_voc/mAP')
-    parser.add_argument('--labels', nargs='+', help='legend labels (default: the run paths)')
-    parser.add_argument('--out', type=Path, default=Path('work_dirs/curves/curves.png'),
-                        help='output PNG (default work_dirs/curves/curves.png)')
-    args = parser.parse_args(argv)
-    if args.labels is not None and len(args.labels) != len(args.runs):
-        parser.error(f'--labels: {len(args.labels)} labels for {len(args.runs)} runs')
-    args.labels = args.labels or [str(run) for run in args.runs]
-    return args
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        logs = [ScalarLog(run) for run in args.runs]
-        plot(logs, args.labels, args.keys, args.out)
-    except (FileNotFoundError, ValueError) as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 1
-    print(f'wrote {args.out} ({", ".join(args.keys)} of {len(logs)} runs)')
-    return 0
-
-
-if __name__ == '__main__':
-    sys.exit(main())
+def plot_curves(runs: Sequence[Path], keys: Sequence[str], labels: Sequence[str], out: Path) -> None:
+    """Plot ``keys`` of ``runs`` (work dirs or scalars.json files), one legend ``label`` per run,
+    into the PNG ``out``, and print what was written."""
+    if len(labels) != len(runs):
+        raise ValueError(f'labels: {len(labels)} labels for {len(runs)} runs')
+    if not keys:
+        raise ValueError('keys: no scalar to plot')
+    logs = [ScalarLog(Path(run)) for run in runs]
+    plot(logs, list(labels), list(keys), Path(out))
+    print(f'wrote {out} ({", ".join(keys)} of {len(logs)} runs)')

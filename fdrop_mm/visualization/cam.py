@@ -1,51 +1,37 @@
 """Class activation maps of several checkpoints side by side (paper Fig. 4), with grad-cam.
 
-One row per image, one column for the network input and one per checkpoint, saved as one PNG::
+One row per image, one column for the network input and one per checkpoint, saved as one PNG
+(:func:`cam_grid`). Works for mmpretrain classifiers (``default_scope='mmpretrain'``) and for
+single-stage mmdet detectors (``default_scope='mmdet'``, e.g. RetinaNet), whose ResNet backbone
+is the usual target. Each image goes through the config's test pipeline and data preprocessor,
+and the map is drawn on exactly that network input.
 
-    python tools/vis_cam.py IMAGE_OR_FOLDER [...] \\
-        --model CONFIG CHECKPOINT --model CONFIG CHECKPOINT [--labels baseline fd] \\
-        [--method gradcam|gradcam++] [--target-layer backbone.layer4] [--out work_dirs/vis_cam/cam.png]
-
-Works for mmpretrain classifiers (``default_scope='mmpretrain'``) and for single-stage mmdet
-detectors (``default_scope='mmdet'``, e.g. RetinaNet), whose ResNet backbone is the usual
-target. Each image goes through the config's test pipeline and data preprocessor, and the map is
-drawn on exactly that network input.
-
-The score whose gradient makes the map: a classifier's logit of ``--target-category``, default
-its own predicted class. A detector has no class score, so it is the sum of the ``--det-topk``
+The score whose gradient makes the map: a classifier's logit of ``target_category``, default
+its own predicted class. A detector has no class score, so it is the sum of the ``det_topk``
 highest classification logits over all FPN levels, anchors and classes: the scores of its most
 confident candidate boxes before NMS, so the map shows what drives its strongest detections.
 """
-import argparse
 import copy
 import difflib
-import os.path as osp
-import sys
 import textwrap
 from pathlib import Path
-from typing import List, Sequence
+from typing import List, Optional, Sequence, Tuple
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # the repo, when not installed
+import mmcv
+import torch
+from mmengine.config import Config
+from mmengine.dataset import Compose, pseudo_collate
+from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
+from pytorch_grad_cam.utils.image import show_cam_on_image
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torch import Tensor, nn
 
-import matplotlib  # noqa: E402
-
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # noqa: E402
-import mmcv  # noqa: E402
-import torch  # noqa: E402
-from mmengine.config import Config  # noqa: E402
-from mmengine.dataset import Compose, pseudo_collate  # noqa: E402
-from pytorch_grad_cam import GradCAM, GradCAMPlusPlus  # noqa: E402
-from pytorch_grad_cam.utils.image import show_cam_on_image  # noqa: E402
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
-
-# importing fdrop_mm registers its modules and allows weights-only loading of mmengine checkpoints
-from fdrop_mm.visualization import FIGURE_DPI, load_model, network_input_to_rgb, save_figure  # noqa: E402
+from .drawing import FIGURE_DPI, load_model, network_input_to_rgb, save_figure
 
 METHODS = {'gradcam': GradCAM, 'gradcam++': GradCAMPlusPlus}
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 TITLE_PX = 24  # height of the title (two lines) above each cell
+MIN_CELL_PX = 16
 
 
 def list_images(paths: Sequence[str]) -> List[Path]:
@@ -112,14 +98,15 @@ class DetectionScore(nn.Module):
 class CamColumn:
     """One checkpoint: its model, preprocessing and CAM target."""
 
-    def __init__(self, config: str, checkpoint: str, label: str, args) -> None:
-        self.model, cfg, scope, self.classes = load_model(config, checkpoint, args.device)
+    def __init__(self, config: str, checkpoint: str, label: str, method: str, target_layer: str,
+                 target_category: Optional[int], det_topk: int, device: str) -> None:
+        self.model, cfg, scope, self.classes = load_model(config, checkpoint, device)
         self.pipeline = inference_pipeline(cfg, scope)
         self.label = label
-        self.layer = find_layer(self.model, args.target_layer, config)
+        self.layer = find_layer(self.model, target_layer, config)
         self.is_detector = scope == 'mmdet'
-        self.scored = DetectionScore(self.model, args.det_topk) if self.is_detector else self.model
-        self.method, self.target_category, self.device = METHODS[args.method], args.target_category, args.device
+        self.scored = DetectionScore(self.model, det_topk) if self.is_detector else self.model
+        self.method, self.target_category, self.device = METHODS[method], target_category, device
 
     def network_input(self, image: Path) -> Tensor:
         data = self.pipeline(dict(img_path=str(image), img_id=0))
@@ -150,6 +137,7 @@ class CamColumn:
 def save_grid(rows: List[List[tuple]], out: Path, cell: int) -> None:
     """Cells of ``cell`` x ``cell`` pixels under a ``TITLE_PX`` title: the PNG is
     (columns * cell) x (rows * (cell + TITLE_PX)) pixels."""
+    import matplotlib.pyplot as plt
     nrows, ncols = len(rows), len(rows[0])
     height = cell + TITLE_PX
     fig = plt.figure(figsize=(ncols * cell / FIGURE_DPI, nrows * height / FIGURE_DPI), dpi=FIGURE_DPI)
@@ -164,52 +152,25 @@ def save_grid(rows: List[List[tuple]], out: Path, cell: int) -> None:
     save_figure(fig, out)
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                     epilog=__doc__.split('\n\n', 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('images', nargs='+', help='image files and/or folders of images')
-    parser.add_argument('--model', nargs=2, action='append', required=True, metavar=('CONFIG', 'CHECKPOINT'),
-                        help='a checkpoint and its config; repeat for each column')
-    parser.add_argument('--labels', nargs='+', help='column labels (default: the checkpoint folder names)')
-    parser.add_argument('--method', choices=sorted(METHODS), default='gradcam')
-    parser.add_argument('--target-layer', default='backbone.layer4',
-                        help='module whose output the CAM is computed on (default backbone.layer4, '
-                             'the last ResNet stage)')
-    parser.add_argument('--target-category', type=int, default=None,
-                        help='classifiers: class index to explain (default: each model\'s prediction)')
-    parser.add_argument('--det-topk', type=int, default=10,
-                        help='detectors: how many of the highest classification logits to sum (default 10)')
-    parser.add_argument('--cell-size', type=int, default=160, help='pixels per grid cell (default 160)')
-    parser.add_argument('--device', default='cpu')
-    parser.add_argument('--out', type=Path, default=None,
-                        help='output PNG (default work_dirs/vis_cam/cam_<method>.png)')
-    args = parser.parse_args(argv)
-    if args.labels is not None and len(args.labels) != len(args.model):
-        parser.error(f'--labels: {len(args.labels)} labels for {len(args.model)} --model entries')
-    if args.det_topk < 1 or args.cell_size < 16:
-        parser.error('--det-topk must be >= 1 and --cell-size >= 16')
-    args.labels = args.labels or [Path(ckpt).parent.name for _, ckpt in args.model]
-    args.out = args.out or Path('work_dirs/vis_cam') / f'cam_{args.method.replace("+", "p")}.png'
-    return args
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        images = list_images(args.images)
-        columns = [CamColumn(config, ckpt, label, args) for (config, ckpt), label in zip(args.model, args.labels)]
-        rows = []
-        for image in images:
-            overlays = [column.overlay(image) for column in columns]
-            rows.append([(overlays[0][0], image.name)] + [(cam, caption) for _, cam, caption in overlays])
-    except (FileNotFoundError, ValueError) as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 1
-    save_grid(rows, args.out, args.cell_size)
-    print(f'wrote {args.out} ({len(images)} images x {len(columns)} checkpoints, {args.method} on {args.target_layer})')
-    return 0
-
-
-if __name__ == '__main__':
-    sys.exit(main())
+def cam_grid(images: Sequence[str], models: Sequence[Tuple[str, str]], labels: Sequence[str], out: Path,
+             method: str = 'gradcam', target_layer: str = 'backbone.layer4',
+             target_category: Optional[int] = None, det_topk: int = 10, cell_size: int = 160,
+             device: str = 'cpu') -> None:
+    """Draw the CAM grid of ``images`` (files and/or folders) for ``models`` ((config, checkpoint)
+    pairs, one column each, headed by ``labels``) into the PNG ``out``, and print what was
+    written. Nothing is written if an image, config or checkpoint is missing or unusable."""
+    if method not in METHODS:
+        raise ValueError(f'method must be one of {sorted(METHODS)}, got {method!r}')
+    if len(labels) != len(models):
+        raise ValueError(f'labels: {len(labels)} labels for {len(models)} models')
+    if det_topk < 1 or cell_size < MIN_CELL_PX:
+        raise ValueError(f'det_topk must be >= 1 and cell_size >= {MIN_CELL_PX}, got {det_topk} and {cell_size}')
+    files = list_images(images)
+    columns = [CamColumn(config, checkpoint, label, method, target_layer, target_category, det_topk, device)
+               for (config, checkpoint), label in zip(models, labels)]
+    rows = []
+    for image in files:
+        overlays = [column.overlay(image) for column in columns]
+        rows.append([(overlays[0][0], image.name)] + [(cam, caption) for _, cam, caption in overlays])
+    save_grid(rows, Path(out), cell_size)
+    print(f'wrote {out} ({len(files)} images x {len(columns)} checkpoints, {method} on {target_layer})')

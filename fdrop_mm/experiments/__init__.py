@@ -1,0 +1,12 @@
+"""The paper's experiments as a library, driven by tools/run_pipeline.py, tools/run_sweep.py and
+tools/analysis_tools/aggregate_results.py.
+
+- ``launcher``: training and testing commands through tools/train.py, tools/test.py,
+  tools/dist_train.sh, tools/dist_test.sh and tools/slurm_train.sh, and running them.
+- ``stages``: a finished stage's ``done.json`` and what it was made from, so reruns skip it.
+- ``pipeline``: §5.3, ImageNet pretraining -> backbone transfer -> RetinaNet on VOC 07+12.
+- ``tables``: §5.1-5.2, the cells of Tables 1-4 and Fig. 6 and their committed configs.
+- ``sweep``: a table's cells x seeds; ``aggregate``: the tables from the runs' logs.
+
+Nothing here is imported by ``import fdrop_mm``.
+"""

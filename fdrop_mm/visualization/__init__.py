@@ -1,0 +1,13 @@
+"""Pictures of what FocusedDropout does (paper §4-5, Fig. 2-6).
+
+- ``drawing`` (re-exported here): the live mask pictures (``MaskSnapshot``) and the helpers the
+  other modules share; needs mmengine and OpenCV, as the training path does.
+- ``cam``: class activation maps of several checkpoints side by side (Fig. 4; pytorch-grad-cam).
+- ``ref_channels``: per-class reference-channel histograms of a classifier (Fig. 2).
+- ``curves``: training and validation curves of several runs (Fig. 5, 6b).
+- ``scalars``: mmengine's scalar logs of a work dir, merged over resumed runs.
+
+The submodules are imported by name; ``cam``, ``ref_channels`` and ``curves`` need matplotlib.
+"""
+from .drawing import *  # noqa: F401,F403
+from .drawing import __all__  # noqa: F401
