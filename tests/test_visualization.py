@@ -1,6 +1,8 @@
-"""Pictures of what FocusedDropout does (issue 6): the hook's live mask images, the CAM grid,
+"""Pictures of what FocusedDropout does (issues 6, 14): the hook's live mask images, the CAM grid,
 reference-channel histograms and curves (fdrop_mm.visualization and the tools that draw them),
-rendered from tiny CPU runs made here."""
+rendered from tiny CPU runs made here; and their one look (fdrop_mm.visualization.style): panels
+of at least 200 px, text measured by the renderer inside its panel and the figure, long names
+shortened at separators only, a colour bar or legend wherever colours mean something."""
 import csv
 import json
 import re
@@ -18,13 +20,15 @@ from PIL import Image
 
 from fdrop_mm import focused_mask
 from fdrop_mm.engine.hooks import FocusedDropoutVisualizationHook
-from fdrop_mm.visualization import kept_positions
-from fdrop_mm.visualization.cam import TITLE_PX, cam_grid
+from fdrop_mm.visualization import kept_positions, mask_figure
+from fdrop_mm.visualization.cam import cam_grid
 from fdrop_mm.visualization.curves import ScalarLog, plot_curves
-from fdrop_mm.visualization.drawing import LABEL_HEIGHT, MIN_PANEL_SIDE
 from fdrop_mm.visualization.ref_channels import reference_channel_stats
 from fdrop_mm.visualization.scalars import read_scalars
-from tests.conftest import classifier_cfg, run_tool
+from fdrop_mm.visualization.style import (ELLIPSIS, FONT_PT, MIN_PANEL_PX, PANEL_PX, check_layout, fit_line,
+                                          new_figure, save_figure, shorten, split_after_separators,
+                                          text_width_px)
+from tests.conftest import REPO, classifier_cfg, run_tool
 
 IMAGE_SIDE = 32  # conftest.write_image_folder
 VIS_CAM = 'visualization/vis_cam.py'
@@ -87,6 +91,85 @@ def read_png(path: Path, size) -> np.ndarray:
     return pixels
 
 
+def assert_readable(path: Path, layout, min_panel=(MIN_PANEL_PX, MIN_PANEL_PX)) -> np.ndarray:
+    """The PNG at ``path`` is the figure ``layout`` measured: its panels at least ``min_panel``
+    pixels, every text (measured by the renderer) inside it. Returns its pixels."""
+    pixels = read_png(path, layout.size)
+    width, height = layout.size
+    assert layout.panels and all(x1 - x0 >= min_panel[0] - 0.5 and y1 - y0 >= min_panel[1] - 0.5
+                                 for x0, y0, x1, y1 in layout.panels), layout.panels
+    for text, (x0, y0, x1, y1) in layout.texts:
+        assert x0 >= -0.5 and y0 >= -0.5 and x1 <= width + 0.5 and y1 <= height + 0.5, (text, width, height)
+    return pixels
+
+
+def crop(pixels: np.ndarray, box) -> np.ndarray:
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    return pixels[y0:y1, x0:x1]
+
+
+def captions_under_panels(layout, ncols: int):
+    """{(row, column): caption texts} of an image grid: the texts between a panel's bottom and the
+    next row's top, asserted to lie within the panel's width."""
+    rows = [layout.panels[i:i + ncols] for i in range(0, len(layout.panels), ncols)]
+    found = {}
+    for r, row in enumerate(rows):
+        bottom = row[0][3]
+        below = rows[r + 1][0][1] if r + 1 < len(rows) else layout.size[1]
+        for c, (x0, _, x1, _) in enumerate(row):
+            texts = [(t, box) for t, box in layout.texts if box[1] >= bottom - 0.5 and box[3] <= below
+                     and x0 - 0.5 <= (box[0] + box[2]) / 2 <= x1 + 0.5]
+            for text, box in texts:
+                assert box[0] >= x0 - 0.5 and box[2] <= x1 + 0.5, f'caption {text!r} wider than its panel'
+            found[r, c] = [t for t, _ in texts]
+    return found
+
+
+# the shared look (style) ------------------------------------------------------------------
+def test_shorten_cuts_only_after_separators_keeping_the_end():
+    name = 'ILSVRC2012_val_00000001.JPEG'
+    assert split_after_separators(name) == ['ILSVRC2012_', 'val_', '00000001.', 'JPEG']
+    assert shorten(name, lambda t: True) == name
+    # by characters: the longest head + ... + tail of whole parts keeping both ends, else the end
+    assert shorten(name, lambda t: len(t) <= 26) == 'ILSVRC2012_' + ELLIPSIS + '00000001.JPEG'
+    assert shorten(name, lambda t: len(t) <= 20) == 'ILSVRC2012_val_' + ELLIPSIS + 'JPEG'
+    assert shorten(name, lambda t: len(t) <= 18) == 'ILSVRC2012_' + ELLIPSIS + 'JPEG'
+    assert shorten(name, lambda t: len(t) <= 15) == ELLIPSIS + '00000001.JPEG'
+    assert shorten(name, lambda t: len(t) <= 4) is None and shorten('oneword', lambda t: len(t) < 7) is None
+    run = 'work_dirs/pipeline_tiny/seed0/pretrain_baseline'
+    assert shorten(run, lambda t: len(t) <= 30) == 'work_' + ELLIPSIS + 'seed0/pretrain_baseline'
+    # 34 characters either way: 'work_dirs/...seed0/pretrain_baseline' loses to the longer tail
+    assert shorten(run, lambda t: len(t) <= 34) == 'work_' + ELLIPSIS + 'tiny/seed0/pretrain_baseline'
+    shark = 'great white shark, white shark, man-eater, man-eating shark, Carcharodon carcharias'
+    assert shorten(shark, lambda t: len(t) <= 40) == 'great ' + ELLIPSIS + 'shark, Carcharodon carcharias'
+
+
+def test_fit_line_measures_the_text_and_never_splits_a_word():
+    long_name = 'a_very_long_file_name_from_some_validation_set_ILSVRC2012_val_00000001.JPEG'
+    line, size = fit_line(long_name, PANEL_PX, FONT_PT['caption'])
+    assert size == FONT_PT['caption'] and ELLIPSIS in line and line.endswith('_00000001.JPEG')
+    assert text_width_px(line, size) <= PANEL_PX < text_width_px(long_name, size)
+    head, tail = line.split(ELLIPSIS)
+    parts = split_after_separators(long_name)
+    assert head and head in [''.join(parts[:i]) for i in range(len(parts))]
+    assert tail in [''.join(parts[-i:]) for i in range(1, len(parts))]
+    word = 'x' * 45  # one word wider than the panel: drawn smaller, not cut
+    line, size = fit_line(word, PANEL_PX, FONT_PT['caption'])
+    assert line == word and size < FONT_PT['caption'] and text_width_px(word, size) <= PANEL_PX
+    with pytest.raises(ValueError, match='a word of it is wider than 200 px'):
+        fit_line('W' * 200, 200, FONT_PT['caption'])
+
+
+def test_a_figure_with_text_outside_is_refused(tmp_path):
+    fig = new_figure(300, 100)
+    fig.text(0.5, 0.5, 'inside', ha='center')
+    assert [t for t, _ in check_layout(fig).texts] == ['inside']
+    fig.text(0.9, 0.5, 'this text runs off the right edge')
+    with pytest.raises(ValueError, match=r"draws outside itself .*'this text runs off the right edge'"):
+        save_figure(fig, tmp_path / 'never.png')
+    assert not (tmp_path / 'never.png').exists()
+
+
 # live mask pictures (FocusedDropoutVisualizationHook) ----------------------------------
 @pytest.mark.slow
 def test_live_mask_images_every_second_focused_iteration(runs, image_folder):
@@ -96,17 +179,20 @@ def test_live_mask_images_every_second_focused_iteration(runs, image_folder):
               for p in (runs.vis.vis_data / 'vis_image').iterdir()}
     assert sorted(images) == focused[1::2]
 
-    panel = MIN_PANEL_SIDE  # 32-pixel inputs are drawn 4x
-    scale = panel // IMAGE_SIDE
+    # the picture's geometry depends only on the shapes: 2 samples of 32x32 inputs
+    features = torch.rand(2, 64, 8, 8)
+    layout = check_layout(mask_figure(np.zeros((2, IMAGE_SIDE, IMAGE_SIDE, 3), np.uint8), features, features,
+                                      'FocusedDropout at backbone.layer3, iteration 1'))
+    assert layout.colorbars == 1 and layout.legends == 1  # the heat map's colours and the darkened positions
+    scale = PANEL_PX // IMAGE_SIDE  # 32-pixel inputs are drawn 8x
     sources = [np.asarray(Image.open(p).convert('RGB')) for p in sorted(image_folder.glob('*/*.png'))]
     for path in images.values():
-        pixels = read_png(path, (3 * panel, 2 * (panel + LABEL_HEIGHT)))
+        pixels = assert_readable(path, layout)
         for row in range(2):  # each "input" panel is one of the training images, un-normalised, in RGB
-            top = row * (panel + LABEL_HEIGHT) + LABEL_HEIGHT
-            shown = pixels[top:top + panel:scale, 0:panel:scale]
+            inputs, _, kept = (crop(pixels, box) for box in layout.panels[3 * row:3 * row + 3])
+            shown = inputs[scale // 2::scale, scale // 2::scale]
             assert any(np.array_equal(shown, source) for source in sources)
-            kept = pixels[top:top + panel, 2 * panel:3 * panel]
-            assert not np.array_equal(kept, pixels[top:top + panel, 0:panel])  # dropped positions darkened
+            assert not np.array_equal(kept, inputs)  # dropped positions darkened
 
 
 @pytest.mark.slow
@@ -121,6 +207,18 @@ def test_kept_positions_recovers_the_mask():
     mask = focused_mask(x, 0.4)
     assert torch.equal(kept_positions(x, x * mask), mask[:, 0].bool())
     assert kept_positions(x, x * mask)[2].all() and not kept_positions(x, x * mask)[0].all()
+
+
+def test_the_documented_live_mask_command_uses_a_config_with_both_hooks():
+    """docs/pictures.md trains the live pictures from a config: mmengine's --cfg-options cannot
+    parse a list of dict(...) hooks. Its FocusedDropoutHook is the tiny FD run's."""
+    command = re.search(r'python tools/train.py (\S+) --work-dir work_dirs/vis_live_tiny',
+                        (REPO / 'docs' / 'pictures.md').read_text())
+    assert command, 'docs/pictures.md: no live-mask training command'
+    live = Config.fromfile(str(REPO / command[1]))
+    fd_run = Config.fromfile(str(REPO / 'configs/tiny/resnet50_fd_tiny-imagenet.py'))
+    assert [h['type'] for h in live.custom_hooks] == ['FocusedDropoutHook', 'FocusedDropoutVisualizationHook']
+    assert live.custom_hooks[0] == fd_run.custom_hooks[0]
 
 
 @pytest.mark.parametrize('kwargs, field', [
@@ -142,26 +240,39 @@ def test_vis_hook_needs_a_masking_focused_dropout_hook(image_folder, tmp_path, f
 
 
 # CAM grid ------------------------------------------------------------------------------
-def cells(pixels: np.ndarray, cell: int, title: int):
-    """{(row, column): image area of the cell} of a vis_cam grid."""
-    rows, cols = pixels.shape[0] // (cell + title), pixels.shape[1] // cell
-    return {(r, c): pixels[r * (cell + title) + title:(r + 1) * (cell + title), c * cell:(c + 1) * cell]
-            for r in range(rows) for c in range(cols)}
-
-
 @pytest.mark.slow
 def test_cam_grid_of_two_classifiers(runs, image_folder, tmp_path):
-    images = [image_folder / 'class0' / '0.png', image_folder / 'class1' / '0.png']
+    long_name = tmp_path / 'a_very_long_file_name_from_some_validation_set_ILSVRC2012_val_00000001.png'
+    long_name.write_bytes((image_folder / 'class1' / '0.png').read_bytes())
+    images = [image_folder / 'class0' / '0.png', long_name]
     out = tmp_path / 'cam.png'
     proc = run_tool(VIS_CAM, *images, '--model', runs.plain.config, runs.plain.checkpoint,
                     '--model', runs.vis.config, runs.vis.checkpoint, '--labels', 'plain', 'vis',
-                    '--method', 'gradcam++', '--cell-size', '64', '--out', out)
+                    '--method', 'gradcam++', '--out', out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f'wrote {out}' in proc.stdout
-    grid = cells(read_png(out, (3 * 64, 2 * (64 + TITLE_PX))), 64, TITLE_PX)
+    # the same grid drawn by the library, measured: 2 rows x (input + 2 maps) of 256-px panels
+    layout = cam_grid([str(i) for i in images], [(runs.plain.config, runs.plain.checkpoint),
+                                                 (runs.vis.config, runs.vis.checkpoint)],
+                      ['plain', 'vis'], tmp_path / 'cam_again.png', method='gradcam++')
+    assert len(layout.panels) == 6 and all(round(x1 - x0) == PANEL_PX for x0, _, x1, _ in layout.panels)
+    assert layout.colorbars == 1  # the maps' colours read low to high
+    pixels = assert_readable(out, layout)
+    cells = [crop(pixels, box) for box in layout.panels]
     for row in range(2):  # the CAM columns are overlays, not the plain input
         for column in (1, 2):
-            assert np.abs(grid[row, column].astype(int) - grid[row, 0]).mean() > 10
+            assert np.abs(cells[3 * row + column].astype(int) - cells[3 * row]).mean() > 10
+    captions = captions_under_panels(layout, 3)
+    assert captions[0, 0] == ['0.png']
+    shortened, _ = fit_line(long_name.name, PANEL_PX, FONT_PT['caption'])
+    assert captions[1, 0] == [shortened] and ELLIPSIS in shortened and shortened.endswith('_00000001.png')
+    for row in range(2):
+        for column in (1, 2):  # the explained class and its probability, whole
+            name, probability = captions[row, column]
+            assert name in ('class0', 'class1') and re.fullmatch(r'\d+%', probability)
+    titles = [t for t, box in layout.texts if box[3] <= layout.panels[0][1]]
+    assert titles == ['Grad-CAM++ on backbone.layer4', 'under each map: the explained class and its softmax '
+                      'probability', 'input', 'plain', 'vis']
 
 
 @pytest.mark.slow
@@ -188,9 +299,12 @@ def test_cam_grid_of_a_retinanet_backbone(image_folder, tmp_path, capsys):
     (folder / 'notes.txt').write_text('not an image: a folder lists only image files')
     out = tmp_path / 'cam_det.png'
     models, labels = [(str(config), str(checkpoint))], ['retinanet']
-    cam_grid([str(folder)], models, labels, out, det_topk=5, cell_size=48)
+    layout = cam_grid([str(folder)], models, labels, out, det_topk=5, cell_size=MIN_PANEL_PX)
     assert f'wrote {out} (2 images x 1 checkpoints' in capsys.readouterr().out
-    read_png(out, (2 * 48, 2 * (48 + TITLE_PX)))
+    assert_readable(out, layout)
+    assert len(layout.panels) == 4
+    topk, total = captions_under_panels(layout, 2)[0, 1]
+    assert topk == 'top-5 logits' and re.fullmatch(r'sum -?\d+\.\d', total)
 
     with pytest.raises(ValueError, match="--target-layer 'backbone.layer9': no such module in RetinaNet"):
         cam_grid([str(folder)], models, labels, tmp_path / 'never.png', target_layer='backbone.layer9')
@@ -240,7 +354,18 @@ def test_reference_channel_histograms_count_the_correct_images(runs, image_folde
     assert sum(expected.values()) > 0
     assert written == expected  # so the counts add up to the correctly classified images
     assert f'{len(files)} images, {sum(expected.values())} correctly classified, 64 channels' in out
-    read_png(tmp_path / 'ref_channels.png', (2 * 300, 220))  # two classes, one row
+    # the same histograms drawn by the library, measured: two classes in one row, whole titles
+    layout = reference_channel_stats(runs.vis.config, runs.vis.checkpoint, tmp_path / 'again')
+    drawn = assert_readable(tmp_path / 'ref_channels.png', layout)
+    assert np.array_equal(drawn, read_png(tmp_path / 'again' / 'ref_channels.png', layout.size))
+    assert len(layout.panels) == 2 and layout.legends == 0  # one colour, one meaning: no legend
+    texts = [t for t, _ in layout.texts]
+    for label in (0, 1):
+        counts = {channel: n for (c, channel), n in expected.items() if c == label}
+        leaders = [channel for channel, n in counts.items() if n == max(counts.values())]
+        top = ('' if not counts else f', most often channel {leaders[0]}' if len(leaders) == 1
+               else f', {len(leaders)} channels tie at {max(counts.values())}')
+        assert f'class{label}\n{sum(counts.values())} images{top}' in texts
 
 
 @pytest.mark.slow
@@ -259,12 +384,20 @@ def test_curves_of_two_runs_and_keep_ratio_per_epoch(runs, tmp_path, capsys):
                     '--labels', 'vis', 'plain', '--out', out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f'wrote {out}' in proc.stdout
-    read_png(out, (2 * 420, 300))
+    layout = plot_curves([runs.vis.work_dir, runs.plain.work_dir], ['loss', 'accuracy/top1'], ['vis', 'plain'],
+                         tmp_path / 'again.png')
+    assert_readable(out, layout)
+    assert len(layout.panels) == 2 and layout.legends == 1  # the colours name the runs
+    texts = [t for t, _ in layout.texts]
+    assert {'loss\ntrain, mean per epoch', 'accuracy/top1\nval', 'vis', 'plain'} <= set(texts)
 
     keep = tmp_path / 'keep.png'
-    plot_curves([runs.vis.work_dir], ['fd/keep_ratio'], ['vis'], keep)
+    long_label = 'a run label far longer than the plot is wide, from ' + str(runs.vis.work_dir)
+    layout = plot_curves([runs.vis.work_dir], ['fd/keep_ratio'], [long_label], keep)
     assert f'wrote {keep}' in capsys.readouterr().out
-    read_png(keep, (420, 300))
+    assert_readable(keep, layout)
+    entry = [t for t, _ in layout.texts if ELLIPSIS in t]
+    assert len(entry) == 1 and entry[0].endswith(runs.vis.work_dir.name) and entry[0].startswith('a run ')
     per_epoch = defaultdict(list)  # the mean keep ratio of the focused iterations of each epoch
     for r in train_records(runs.vis.vis_data):
         if r['fd/active'] == 1:

@@ -13,7 +13,6 @@ confident candidate boxes before NMS, so the map shows what drives its strongest
 """
 import copy
 import difflib
-import textwrap
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -22,16 +21,15 @@ import torch
 from mmengine.config import Config
 from mmengine.dataset import Compose, pseudo_collate
 from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
-from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import Tensor, nn
 
-from .drawing import FIGURE_DPI, load_model, network_input_to_rgb, save_figure
+from .drawing import heatmap_overlay, load_model, network_input_to_rgb
+from .style import MIN_PANEL_PX, PANEL_PX, FigureLayout, Legend, image_grid, save_figure, styled
 
 METHODS = {'gradcam': GradCAM, 'gradcam++': GradCAMPlusPlus}
+METHOD_NAMES = {'gradcam': 'Grad-CAM', 'gradcam++': 'Grad-CAM++'}
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
-TITLE_PX = 24  # height of the title (two lines) above each cell
-MIN_CELL_PX = 16
 
 
 def list_images(paths: Sequence[str]) -> List[Path]:
@@ -113,12 +111,12 @@ class CamColumn:
         return self.model.data_preprocessor(pseudo_collate([data]), False)['inputs'].to(self.device)
 
     def overlay(self, image: Path):
-        """(network input as RGB uint8, CAM overlay, caption)."""
+        """(network input as RGB uint8, CAM overlay, caption lines)."""
         inputs = self.network_input(image)
         with torch.no_grad():
             scores = self.scored(inputs)[0]
         if self.is_detector:
-            target, caption = 0, f'{self.label}: top-{self.scored.topk} logits {scores[0]:.1f}'
+            target, caption = 0, [f'top-{self.scored.topk} logits', f'sum {scores[0]:.1f}']
         else:
             if scores.dim() != 1:
                 raise ValueError(f'{self.label}: expected class logits of shape (N, classes) from '
@@ -127,50 +125,43 @@ class CamColumn:
             if not 0 <= target < scores.numel():
                 raise ValueError(f'--target-category {target} is outside the {scores.numel()} classes')
             name = self.classes[target] if self.classes else str(target)
-            caption = f'{self.label}: {name} {scores.softmax(0)[target]:.0%}'
+            caption = [name, f'{scores.softmax(0)[target]:.0%}']
         with self.method(model=self.scored, target_layers=[self.layer]) as cam:
             heat = cam(input_tensor=inputs, targets=[ClassifierOutputTarget(target)])[0]
         rgb = network_input_to_rgb(self.model.data_preprocessor, inputs)[0]
-        return rgb, show_cam_on_image(rgb / 255.0, heat, use_rgb=True), caption
-
-
-def save_grid(rows: List[List[tuple]], out: Path, cell: int) -> None:
-    """Cells of ``cell`` x ``cell`` pixels under a ``TITLE_PX`` title: the PNG is
-    (columns * cell) x (rows * (cell + TITLE_PX)) pixels."""
-    import matplotlib.pyplot as plt
-    nrows, ncols = len(rows), len(rows[0])
-    height = cell + TITLE_PX
-    fig = plt.figure(figsize=(ncols * cell / FIGURE_DPI, nrows * height / FIGURE_DPI), dpi=FIGURE_DPI)
-    for r, row in enumerate(rows):
-        for c, (image, title) in enumerate(row):
-            total = nrows * height  # axes rectangles in figure fractions: left, bottom, width, height
-            ax = fig.add_axes([c / ncols, 1 - (r + 1) * height / total, 1 / ncols, cell / total])
-            ax.imshow(image)
-            ax.set_axis_off()
-            lines = textwrap.wrap(title, width=max(10, cell // 5), max_lines=2, placeholder='...')
-            ax.set_title('\n'.join(lines), fontsize=6, pad=2)
-    save_figure(fig, out)
+        return rgb, heatmap_overlay(rgb, heat), caption
 
 
 def cam_grid(images: Sequence[str], models: Sequence[Tuple[str, str]], labels: Sequence[str], out: Path,
              method: str = 'gradcam', target_layer: str = 'backbone.layer4',
-             target_category: Optional[int] = None, det_topk: int = 10, cell_size: int = 160,
-             device: str = 'cpu') -> None:
+             target_category: Optional[int] = None, det_topk: int = 10, cell_size: int = PANEL_PX,
+             device: str = 'cpu') -> FigureLayout:
     """Draw the CAM grid of ``images`` (files and/or folders) for ``models`` ((config, checkpoint)
-    pairs, one column each, headed by ``labels``) into the PNG ``out``, and print what was
-    written. Nothing is written if an image, config or checkpoint is missing or unusable."""
+    pairs, one column each, headed by ``labels``) into the PNG ``out``, print what was written and
+    return its layout. Each image is a ``cell_size`` square panel with its file name (input
+    column) or the explained class and its probability (CAM columns) under it, long names
+    shortened by ``style.shorten``; a colour bar reads the maps. Nothing is written if an
+    image, config or checkpoint is missing or unusable."""
     if method not in METHODS:
         raise ValueError(f'method must be one of {sorted(METHODS)}, got {method!r}')
     if len(labels) != len(models):
         raise ValueError(f'labels: {len(labels)} labels for {len(models)} models')
-    if det_topk < 1 or cell_size < MIN_CELL_PX:
-        raise ValueError(f'det_topk must be >= 1 and cell_size >= {MIN_CELL_PX}, got {det_topk} and {cell_size}')
+    if det_topk < 1 or cell_size < MIN_PANEL_PX:
+        raise ValueError(f'det_topk must be >= 1 and cell_size >= {MIN_PANEL_PX}, got {det_topk} and {cell_size}')
     files = list_images(images)
     columns = [CamColumn(config, checkpoint, label, method, target_layer, target_category, det_topk, device)
                for (config, checkpoint), label in zip(models, labels)]
     rows = []
     for image in files:
         overlays = [column.overlay(image) for column in columns]
-        rows.append([(overlays[0][0], image.name)] + [(cam, caption) for _, cam, caption in overlays])
-    save_grid(rows, Path(out), cell_size)
+        rows.append([(overlays[0][0], [image.name])] + [(cam, caption) for _, cam, caption in overlays])
+    explained = (f'the sum of the top-{det_topk} classification logits' if columns[0].is_detector
+                 else 'the explained class and its softmax probability')
+    with styled():
+        fig = image_grid(rows, ['input'] + list(labels),
+                         [f'{METHOD_NAMES[method]} on {target_layer}', f'under each map: {explained}'],
+                         legends=[Legend('CAM, scaled per image', columns=range(1, len(columns) + 1))],
+                         panel_px=cell_size)
+        layout = save_figure(fig, Path(out))
     print(f'wrote {out} ({len(files)} images x {len(columns)} checkpoints, {method} on {target_layer})')
+    return layout

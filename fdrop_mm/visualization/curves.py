@@ -13,6 +13,7 @@ epoch-based is read from the ``config.py`` mmengine writes beside scalars.json.
 (``fd/active`` = 1): the paper's keep ratio of an epoch is the mean over the masks of that epoch
 (§5.2.2); the other records only repeat the latest focused iteration's value.
 """
+import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Sequence
@@ -20,10 +21,11 @@ from typing import Dict, List, Sequence
 from matplotlib.ticker import MaxNLocator
 from mmengine.config import Config
 
-from .drawing import save_figure, subplot_grid
 from .scalars import read_scalars
+from .style import DPI, FONT_PT, MARGIN_PX, FigureLayout, fit_line, fitted_title, plot_grid, save_figure, styled
 
-SUBPLOT_PX = (420, 300)  # width, height of one key's plot
+MAX_COLUMNS = 3
+LEGEND_COLUMNS = 4
 KEEP_RATIO, ACTIVE = 'fd/keep_ratio', 'fd/active'
 BOOKKEEPING = {'epoch', 'iter', 'step'}
 
@@ -73,34 +75,39 @@ class ScalarLog:
         raise ValueError(f'{files}: no scalar {key!r}; it has {self.keys()}')
 
 
-def plot(logs: List[ScalarLog], labels: List[str], keys: List[str], out: Path) -> None:
-    """One subplot per key, up to 3 per row; the PNG is (columns * 420) x (rows * 300) pixels."""
+def plot(logs: List[ScalarLog], labels: List[str], keys: List[str], out: Path) -> FigureLayout:
+    """One plot per key (``style.plot_grid``, up to 3 a row), one colour per run, named in one
+    legend under the plots (labels shortened by ``style.shorten``)."""
     series = {key: [log.series(key) for log in logs] for key in keys}  # all errors before drawing
     for key, runs in series.items():
         if len({unit for _, _, unit, _ in runs}) > 1:
             units = ', '.join(f'{log.name}: {unit}' for log, (_, _, unit, _) in zip(logs, runs))
             raise ValueError(f'{key}: the runs do not share an x axis ({units}); plot them separately')
-    fig, axes = subplot_grid(len(keys), 3, SUBPLOT_PX)
-    for ax, key in zip(axes, keys):
-        for label, (x, y, unit, phase) in zip(labels, series[key]):
-            ax.plot(x, y, marker='o' if len(x) <= 30 else None, markersize=3, label=label)
-        ax.set_title(f'{key} ({phase})', fontsize=9)
-        ax.set_xlabel(unit, fontsize=8)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    save_figure(fig, out)
+    ncols = min(len(labels), LEGEND_COLUMNS)
+    with styled():
+        fig, axes = plot_grid(len(keys), MAX_COLUMNS, legend_rows=math.ceil(len(labels) / ncols))
+        for ax, key in zip(axes, keys):
+            for label, (x, y, unit, phase) in zip(labels, series[key]):
+                ax.plot(x, y, marker='o' if len(x) <= 30 else None, markersize=4, label=label)
+            fitted_title(ax, f'{key}\n{phase}')
+            ax.set_xlabel(unit)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(True)
+        entries = [fit_line(label, fig.get_figwidth() * DPI / ncols - 8 * MARGIN_PX, FONT_PT['legend'])
+                   for label in labels]
+        fig.legend(axes[0].get_lines(), [entry for entry, _ in entries], loc='outside lower center', ncols=ncols,
+                   fontsize=min(size for _, size in entries))
+        return save_figure(fig, out)
 
 
-def plot_curves(runs: Sequence[Path], keys: Sequence[str], labels: Sequence[str], out: Path) -> None:
+def plot_curves(runs: Sequence[Path], keys: Sequence[str], labels: Sequence[str], out: Path) -> FigureLayout:
     """Plot ``keys`` of ``runs`` (work dirs or scalars.json files), one legend ``label`` per run,
-    into the PNG ``out``, and print what was written."""
+    into the PNG ``out``, print what was written and return its layout."""
     if len(labels) != len(runs):
         raise ValueError(f'labels: {len(labels)} labels for {len(runs)} runs')
     if not keys:
         raise ValueError('keys: no scalar to plot')
     logs = [ScalarLog(Path(run)) for run in runs]
-    plot(logs, list(labels), list(keys), Path(out))
+    layout = plot(logs, list(labels), list(keys), Path(out))
     print(f'wrote {out} ({", ".join(keys)} of {len(logs)} runs)')
+    return layout

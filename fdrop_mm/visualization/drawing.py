@@ -5,17 +5,17 @@ the CAM, reference-channel and curve modules of this package.
   activation (§4, Eqs. 1-2), for the reference-channel statistics (Fig. 2) and the live pictures.
 - ``network_input_to_rgb``: undo a data preprocessor's normalisation, so that overlays sit on
   exactly the tensor the network saw (after resizing, padding and batch augmentation).
-- ``load_model``: a checkpoint and its config as an eval-mode model;
-  ``subplot_grid`` and ``save_figure``: the matplotlib figures.
+- ``load_model``: a checkpoint and its config as an eval-mode model.
+- ``heatmap_overlay``: a [0, 1] map in the style's colour map over an image (CAM, live pictures).
 - ``MaskSnapshot``: captures one training iteration's input and a FocusedDropout module's input
-  and output, and draws, per sample, the image, the reference channel and the kept positions;
-  ``FocusedDropoutVisualizationHook(interval=N)`` sends it to mmengine's visualizer.
+  and output, and draws (``mask_figure``), per sample, the image, the reference channel and the
+  kept positions; ``FocusedDropoutVisualizationHook(interval=N)`` sends it to mmengine's
+  visualizer. The figures' look is ``style``'s.
 """
-import math
 from pathlib import Path
 from typing import List, Optional
 
-import cv2
+import matplotlib
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -25,14 +25,13 @@ from mmengine.runner import load_checkpoint
 from torch import Tensor, nn
 
 from ..focused_dropout import reference_channel
+from .style import CMAP, Legend, figure_rgb, image_grid, styled
 
 __all__ = ['reference_channel', 'network_input_to_rgb', 'heatmap_overlay', 'kept_positions',
-           'load_model', 'subplot_grid', 'save_figure', 'FIGURE_DPI', 'MaskSnapshot']
+           'load_model', 'mask_figure', 'MaskSnapshot']
 
-MIN_PANEL_SIDE = 128  # small inputs (tiny runs, CIFAR) are upscaled so the panels stay readable
-LABEL_HEIGHT = 18
 SCOPES = ('mmpretrain', 'mmdet')
-FIGURE_DPI = 100  # figures are sized in pixels / FIGURE_DPI inches
+DROPPED_BRIGHTNESS = 0.25  # the kept-positions panel darkens a dropped position to this
 
 
 def network_input_to_rgb(data_preprocessor: nn.Module, inputs: Tensor) -> np.ndarray:
@@ -75,40 +74,23 @@ def load_model(config: str, checkpoint: str, device: str = 'cpu'):
     return model.to(device).eval(), cfg, scope, classes
 
 
-def subplot_grid(count: int, max_columns: int, subplot_px):
-    """A pyplot figure of ``count`` subplots, up to ``max_columns`` per row, each ``subplot_px``
-    (width, height) pixels, and the list of its ``count`` axes (spare cells hidden): the PNG
-    ``save_figure`` writes is (columns * width) x (rows * height) pixels."""
-    import matplotlib.pyplot as plt  # the pictures' dependency, not the training path's
-    ncols = min(max_columns, count)
-    nrows = math.ceil(count / ncols)
-    fig, axes = plt.subplots(nrows, ncols, squeeze=False, dpi=FIGURE_DPI,
-                             figsize=(ncols * subplot_px[0] / FIGURE_DPI, nrows * subplot_px[1] / FIGURE_DPI))
-    for ax in axes.flat[count:]:
-        ax.set_axis_off()
-    return fig, list(axes.flat[:count])
-
-
-def save_figure(fig, path: Path) -> None:
-    """Write a pyplot figure as PNG at ``FIGURE_DPI`` (creating the folder) and close it."""
-    import matplotlib.pyplot as plt
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=FIGURE_DPI)
-    plt.close(fig)
-
-
 def _resize(values: Tensor, size, mode: str) -> np.ndarray:
     """(h, w) map -> (H, W) float numpy array at the image resolution."""
     kwargs = {} if mode == 'nearest' else dict(align_corners=False)
     return F.interpolate(values[None, None].float(), size=size, mode=mode, **kwargs)[0, 0].numpy()
 
 
-def heatmap_overlay(image: np.ndarray, values: Tensor, alpha: float = 0.5) -> np.ndarray:
-    """Blend a (h, w) map, min-max scaled and jet-coloured, onto a (H, W, 3) uint8 RGB image."""
-    heat = _resize(values, image.shape[:2], 'bilinear')
-    heat = (heat - heat.min()) / max(float(heat.max() - heat.min()), 1e-12)
-    colour = cv2.cvtColor(cv2.applyColorMap(np.uint8(heat * 255), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+def heatmap_overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend a (H, W) map in [0, 1], coloured by the style's ``CMAP``, onto a (H, W, 3) uint8 RGB
+    image of the same size (the colour bar of ``style.Legend`` reads it)."""
+    colour = matplotlib.colormaps[CMAP](np.clip(heat, 0, 1))[..., :3] * 255
     return (alpha * colour + (1 - alpha) * image).round().astype(np.uint8)
+
+
+def scaled_map(values: Tensor, size) -> np.ndarray:
+    """A (h, w) map resized (bilinear) to ``size`` (H, W) and min-max scaled to [0, 1]."""
+    heat = _resize(values, size, 'bilinear')
+    return (heat - heat.min()) / max(float(heat.max() - heat.min()), 1e-12)
 
 
 def kept_positions(fd_input: Tensor, fd_output: Tensor) -> Tensor:
@@ -125,29 +107,24 @@ def kept_positions(fd_input: Tensor, fd_output: Tensor) -> Tensor:
     return nonzero | unchanged[:, None, None]
 
 
-def _label(panel: np.ndarray, text: str) -> np.ndarray:
-    strip = np.full((LABEL_HEIGHT, panel.shape[1], 3), 255, np.uint8)
-    cv2.putText(strip, text, (3, LABEL_HEIGHT - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
-    return np.concatenate([strip, panel], axis=0)
-
-
-def render_mask_panels(images: np.ndarray, fd_input: Tensor, fd_output: Tensor) -> np.ndarray:
-    """One row per sample: the input image | its reference channel as a heatmap | the image with
-    the dropped positions darkened. Returns an RGB uint8 image."""
+def mask_figure(images: np.ndarray, fd_input: Tensor, fd_output: Tensor, title: str):
+    """The live picture (a ``style.image_grid``), one row per sample: the network input | its
+    reference channel as a heat map | the image with the dropped positions darkened."""
     mask = kept_positions(fd_input, fd_output)
     channels = reference_channel(fd_input)
-    scale = max(1, math.ceil(MIN_PANEL_SIDE / min(images.shape[1:3])))
     rows = []
     for image, features, keep, k in zip(images, fd_input, mask, channels.tolist()):
-        image = np.ascontiguousarray(image.repeat(scale, axis=0).repeat(scale, axis=1))
-        keep_full = _resize(keep, image.shape[:2], 'nearest')[..., None]
-        kept = (image * (0.25 + 0.75 * keep_full)).round().astype(np.uint8)
-        rows.append(np.concatenate([
-            _label(image, 'input'),
-            _label(heatmap_overlay(image, features[k]), f'reference channel {k}'),
-            _label(kept, f'kept {keep.float().mean().item():.0%}'),
-        ], axis=1))
-    return np.concatenate(rows, axis=0)
+        size = image.shape[:2]
+        kept = (image * (DROPPED_BRIGHTNESS + (1 - DROPPED_BRIGHTNESS) * _resize(keep, size, 'nearest')[..., None]))
+        rows.append([(image, [f'{size[1]}\u00d7{size[0]} px']),
+                     (heatmap_overlay(image, scaled_map(features[k], size)), [f'channel {k} of {features.shape[0]}']),
+                     (kept.round().astype(np.uint8),
+                      [f'{keep.float().mean().item():.0%} of {keep.shape[1]}\u00d7{keep.shape[0]} positions kept'])])
+    dark = (DROPPED_BRIGHTNESS * 0.5, ) * 3
+    with styled():
+        return image_grid(rows, ['network input', 'reference channel', 'kept positions'], [title], legends=[
+            Legend('activation, scaled per sample', columns=[1]),
+            Legend('dropped position (darkened)', columns=[2], color=dark)])
 
 
 class MaskSnapshot:
@@ -181,13 +158,15 @@ class MaskSnapshot:
         if self.fd_input is None:
             self.fd_input, self.fd_output = self._first(args[0]), self._first(output)
 
-    def render(self) -> np.ndarray:
-        """The picture of the recorded iteration (RGB uint8), see ``render_mask_panels``."""
+    def render(self, title: str) -> np.ndarray:
+        """The picture of the recorded iteration (RGB uint8) under ``title``, see ``mask_figure``."""
         if self.inputs is None or self.fd_input is None:
             raise RuntimeError('MaskSnapshot: the data preprocessor or the FocusedDropout module did '
                                'not run during this iteration; nothing to draw')
-        return render_mask_panels(network_input_to_rgb(self.data_preprocessor, self.inputs),
-                                  self.fd_input, self.fd_output)
+        fig = mask_figure(network_input_to_rgb(self.data_preprocessor, self.inputs), self.fd_input,
+                          self.fd_output, title)
+        with styled():
+            return figure_rgb(fig)[0]
 
     def remove(self) -> None:
         for handle in self._handles:

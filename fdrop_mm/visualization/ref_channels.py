@@ -5,7 +5,7 @@ with the highest mean activation (FocusedDropout's "reference channel"); per cla
 each channel is it. The paper finds one or two fixed channels per class.
 :func:`reference_channel_stats` writes ``ref_channels.csv`` (class_index, class, channel, count:
 all classes, rows with a non-zero count; the counts add up to the number of correctly classified
-images) and ``ref_channels.png`` (a small histogram per plotted class). The dataset is the
+images) and ``ref_channels.png`` (a histogram per plotted class). The dataset is the
 config's ``<split>_dataloader``; ``data_root`` replaces its dataset's ``data_root``.
 """
 import copy
@@ -19,9 +19,10 @@ from matplotlib.ticker import MaxNLocator
 from mmengine.runner import Runner
 from torch import Tensor
 
-from .drawing import load_model, reference_channel, save_figure, subplot_grid
+from .drawing import load_model, reference_channel
+from .style import FigureLayout, fitted_title, plot_grid, save_figure, styled
 
-SUBPLOT_PX = (300, 220)  # width, height of one class's histogram
+MAX_COLUMNS = 3
 SPLITS = ('val', 'test')
 
 
@@ -73,31 +74,39 @@ def write_csv(path: Path, counts, classes) -> None:
                 writer.writerow([label, classes[label], channel, count])
 
 
-def plot_histograms(path: Path, counts, classes, plotted, channels: int, title: str) -> None:
-    """A grid of per-class bar charts (count per channel); the PNG is
-    (columns * 300) x (rows * 220) pixels, with up to 4 columns."""
-    fig, axes = subplot_grid(len(plotted), 4, SUBPLOT_PX)
-    for ax, label in zip(axes, plotted):
-        histogram = counts.get(label, Counter())
-        ax.bar(list(histogram), list(histogram.values()), width=max(1.0, channels / 100), color='tab:blue')
-        ax.set_xlim(-0.5, channels - 0.5)
-        top = f', top ch {histogram.most_common(1)[0][0]}' if histogram else ''
-        ax.set_title(f'{classes[label]} (n={sum(histogram.values())}{top})', fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel('channel', fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    save_figure(fig, path)
+def most_often(histogram: Counter) -> str:
+    """', most often channel k', or how many channels tie for it; '' without images."""
+    if not histogram:
+        return ''
+    top = max(histogram.values())
+    leaders = [channel for channel, count in histogram.items() if count == top]
+    return f', most often channel {leaders[0]}' if len(leaders) == 1 else f', {len(leaders)} channels tie at {top}'
+
+
+def plot_histograms(path: Path, counts, classes, plotted, channels: int, title: str) -> FigureLayout:
+    """A grid of per-class bar charts (images per channel, ``style.plot_grid``, up to 3 a row),
+    each titled with its class name, its images and its most frequent channel."""
+    with styled():
+        fig, axes = plot_grid(len(plotted), MAX_COLUMNS, title=title)
+        for ax, label in zip(axes, plotted):
+            histogram = counts.get(label, Counter())
+            ax.bar(list(histogram), list(histogram.values()), width=max(1.0, channels / 100))
+            ax.set_xlim(-0.5, channels - 0.5)
+            fitted_title(ax, f'{classes[label]}\n{sum(histogram.values())} images{most_often(histogram)}')
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_xlabel('reference channel')
+            ax.set_ylabel('images')
+        return save_figure(fig, path)
 
 
 def reference_channel_stats(config: str, checkpoint: str, out_dir: Path, split: str = 'val',
                             data_root: Optional[str] = None, layer: str = 'backbone',
                             classes: Optional[Sequence[int]] = None, max_classes: int = 16,
-                            device: str = 'cpu') -> None:
+                            device: str = 'cpu') -> FigureLayout:
     """Count the reference channels of ``layer`` over the ``split`` dataloader of ``config`` with
     ``checkpoint``; write ``ref_channels.csv`` and ``ref_channels.png`` (the histograms of
-    ``classes``, default the first ``max_classes``) into ``out_dir`` and print a summary."""
+    ``classes``, default the first ``max_classes``) into ``out_dir``, print a summary and return
+    the PNG's layout."""
     if split not in SPLITS:
         raise ValueError(f'split must be one of {SPLITS}, got {split!r}')
     if max_classes < 1:
@@ -124,10 +133,11 @@ def reference_channel_stats(config: str, checkpoint: str, out_dir: Path, split: 
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, png_path = out_dir / 'ref_channels.csv', out_dir / 'ref_channels.png'
     write_csv(csv_path, counts, names)
-    plot_histograms(png_path, counts, names, plotted, channels,
+    layout = plot_histograms(png_path, counts, names, plotted, channels,
                     f'reference channel of {layer} ({channels} channels), '
                     f'{correct}/{seen} correctly classified images')
     print(f'{seen} images, {correct} correctly classified, {channels} channels; '
           f'plotted classes {plotted} of {len(names)}')
     print(f'wrote {csv_path}')
     print(f'wrote {png_path}')
+    return layout

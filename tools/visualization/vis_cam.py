@@ -31,15 +31,16 @@ def parse_args(argv=None):
                         help='classifiers: class index to explain (default: each model\'s prediction)')
     parser.add_argument('--det-topk', type=int, default=10,
                         help='detectors: how many of the highest classification logits to sum (default 10)')
-    parser.add_argument('--cell-size', type=int, default=160, help='pixels per grid cell (default 160)')
+    parser.add_argument('--cell-size', type=int, default=cam.PANEL_PX,
+                        help=f'side of an image panel in pixels (default {cam.PANEL_PX}, at least {cam.MIN_PANEL_PX})')
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--out', type=Path, default=None,
                         help='output PNG (default work_dirs/vis_cam/cam_<method>.png)')
     args = parser.parse_args(argv)
     if args.labels is not None and len(args.labels) != len(args.model):
         parser.error(f'--labels: {len(args.labels)} labels for {len(args.model)} --model entries')
-    if args.det_topk < 1 or args.cell_size < cam.MIN_CELL_PX:
-        parser.error(f'--det-topk must be >= 1 and --cell-size >= {cam.MIN_CELL_PX}')
+    if args.det_topk < 1 or args.cell_size < cam.MIN_PANEL_PX:
+        parser.error(f'--det-topk must be >= 1 and --cell-size >= {cam.MIN_PANEL_PX}')
     args.labels = args.labels or [Path(ckpt).parent.name for _, ckpt in args.model]
     args.out = args.out or Path('work_dirs/vis_cam') / f'cam_{args.method.replace("+", "p")}.png'
     return args

@@ -14,9 +14,10 @@ from .focused_dropout_hook import FocusedDropoutHook
 class FocusedDropoutVisualizationHook(Hook):
     """Pictures of the mask while training (§4, Fig. 3): every ``interval``-th focused
     iteration, the first ``num_samples`` samples' input image, reference channel and kept
-    positions of the first module ``FocusedDropoutHook`` drives, sent to the runner's
-    visualizer as ``fd_mask`` (TensorBoard, or ``vis_data/vis_image/fd_mask_<iter>.png``
-    with the LocalVisBackend). See ``fdrop_mm.visualization.MaskSnapshot``.
+    positions of the first module ``FocusedDropoutHook`` drives, titled with the module's name
+    and the iteration, sent to the runner's visualizer as ``fd_mask`` (TensorBoard, or
+    ``vis_data/vis_image/fd_mask_<iter>.png`` with the LocalVisBackend). See
+    ``fdrop_mm.visualization.MaskSnapshot``.
 
     Needs a FocusedDropoutHook in the same config; runs after it (priority LOW), so it sees
     the iteration's decision.
@@ -54,6 +55,8 @@ class FocusedDropoutVisualizationHook(Hook):
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if self._snapshot is not None:
-            runner.visualizer.add_image('fd_mask', self._snapshot.render(), step=runner.iter + 1)
+            name = self._fd_hook.driven_modules[0][0]
+            title = f'FocusedDropout at {name}, iteration {runner.iter + 1}'
+            runner.visualizer.add_image('fd_mask', self._snapshot.render(title), step=runner.iter + 1)
             self._snapshot.remove()
             self._snapshot = None
