@@ -1,9 +1,10 @@
 """Training and testing with an mmdet or mmpretrain config, as their tools/train.py and
 tools/test.py do, for this project's tools/train.py and tools/test.py.
 
-Additionally, with ``launcher='pytorch'`` on a machine without GPUs, a gloo process group is
-started and the model wrapped with ``CPUAwareDistributedDataParallel`` (see
-fdrop_mm.compat.cpu_ddp), so ``tools/dist_train.sh CONFIG 2`` runs on CPUs too. A checkpoint
+Additionally, with ``launcher='pytorch'`` or ``'slurm'`` on a machine without GPUs, a gloo
+process group is started and the model wrapped with ``CPUAwareDistributedDataParallel`` (see
+fdrop_mm.compat.cpu_ddp), so ``tools/dist_train.sh CONFIG 2`` and ``tools/slurm_train.sh`` run on
+CPUs too. A checkpoint
 loaded as weights (test's checkpoint, train's ``load_from``, not a resume) must fit the model
 exactly, unless ``allow_partial_load`` (see fdrop_mm.transfer.check_checkpoint_fits): mmengine
 would load it non-strictly and train or evaluate whatever stayed random.
@@ -20,7 +21,7 @@ from mmengine.dist import is_main_process
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from .compat.cpu_ddp import init_cpu_process_group
+from .compat.cpu_ddp import init_cpu_process_group, set_rendezvous_from_slurm
 from .transfer import check_checkpoint_fits
 
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
@@ -63,9 +64,12 @@ def load_config(config: str, work_dir: Optional[str] = None, cfg_options: Option
 
 
 def setup_cpu_distributed(cfg: Config, launcher: str) -> None:
-    """Without GPUs, ``launcher='pytorch'`` runs with gloo and a CPU-capable DDP wrapper."""
-    if launcher != 'pytorch' or torch.cuda.is_available():
+    """Without GPUs, ``launcher='pytorch'`` or ``'slurm'`` runs with gloo and a CPU-capable DDP
+    wrapper (mmengine's launchers would call ``torch.cuda.set_device``)."""
+    if launcher not in ('pytorch', 'slurm') or torch.cuda.is_available():
         return
+    if launcher == 'slurm':
+        set_rendezvous_from_slurm()
     init_cpu_process_group()
     if cfg.get('model_wrapper_cfg') is None:
         cfg.model_wrapper_cfg = dict(type='CPUAwareDistributedDataParallel')

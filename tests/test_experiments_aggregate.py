@@ -47,10 +47,12 @@ def test_aggregation_gives_mean_std_of_best_and_final(tmp_path):
         assert float(row['std']) == pytest.approx(statistics.stdev(values))
         assert int(row['n']) == len(values)
     assert rows[(fd.id, 'best')]['config'] == 'configs/cifar/table2/resnet56_fd_1xb128_cifar100.py'
+    assert {row['unit'] for row in rows.values()} == {'%'}
     best = expected[baseline.id, 'best']
     final = expected[baseline.id, 'final']
     assert (f'| ResNet56 | {statistics.mean(best):.2f} ± {statistics.stdev(best):.2f} / '
             f'{statistics.mean(final):.2f} ± {statistics.stdev(final):.2f} |') in text
+    assert 'Top-1 (%), mean ± sample std over n = 3 seeds (0, 1, 2;' in text
     assert '(n=2)' in text and f'{tmp_path / fd.run / "seed2"}' in text  # unfinished, left out
     assert rows[(table.cells[1].id, 'best')]['n'] == '0'  # no runs: an empty cell
     assert (tmp_path / 'table4.md').read_text() == text

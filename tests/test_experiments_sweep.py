@@ -99,13 +99,21 @@ def test_sweep_skips_finished_runs_and_dry_run_lists_commands(smoke):
     assert not (smoke / 'resnet20_dropout_1xb128_cifar10').exists()  # nothing ran
     assert f'skip {run_dir} (complete)' in _tool(root, '--table', '1', '--cells', 'resnet20/baseline')
     assert sorted(run_dir.glob('*/vis_data')) == logs_before
-    for launcher, script in ((['--launcher', 'pytorch', '--gpus', '2'], 'dist_train.sh'),
-                             (['--launcher', 'slurm', '--partition', 'gpu'], 'slurm_train.sh')):
-        out = _tool(root, '--table', '4', '--cells', 'resnet56/opposite', '--dry-run', *launcher)
-        command = out.strip().splitlines()[-1]
-        assert command.startswith('bash') and script in command
-        assert 'configs/cifar/table4/resnet56_opposite_1xb128_cifar100.py' in command
-        assert 'custom_hooks.0.participation=0.5' in command
+    out = _tool(root, '--table', '4', '--cells', 'resnet56/opposite', '--dry-run', '--launcher', 'pytorch',
+                '--gpus', '2')
+    command = out.strip().splitlines()[-1]
+    assert command.startswith('bash') and 'dist_train.sh' in command
+    assert 'configs/cifar/table4/resnet56_opposite_1xb128_cifar100.py' in command
+    assert 'custom_hooks.0.participation=0.5' in command
+    out = _tool(root, '--table', '4', '--cells', 'resnet56/opposite', '--dry-run', '--launcher', 'slurm',
+                '--partition', 'gpu')  # the sbatch scripts: the run, then the tables after it
+    run, tables = out.split('# --- stage ')[1:]
+    assert run.startswith('resnet56_opposite_1xb128_cifar100/seed0: sbatch --parsable')
+    assert '#SBATCH --partition=gpu\n' in run and '#SBATCH --gres=gpu:1\n' in run
+    assert 'tools/run_sweep.py --table 4 --seeds 0' in run
+    assert '--stage resnet56_opposite_1xb128_cifar100/seed0' in run
+    assert tables.startswith('tables: ')
+    assert '--dependency=afterok:<resnet56_opposite_1xb128_cifar100/seed0>' in tables
 
 
 def test_unknown_cell_is_an_error_before_anything_runs(tmp_path):

@@ -3,16 +3,23 @@ pretraining (mmpretrain) -> backbone extraction -> RetinaNet fine-tune on VOC 07
 VOC2007 test, then a comparison table (markdown and JSON); see fdrop_mm.experiments.pipeline.
 
 Stages whose outputs are complete are skipped when the command is rerun. ``--tiny`` runs the
-CPU smoke configs on data from fdrop_mm.testing.tiny_data (generated if absent).
+CPU smoke configs on data from fdrop_mm.testing.tiny_data (generated if absent). While stages run
+locally, their progress (epoch, iteration, loss, ETA) and the job's ETA are shown, then a table of
+their wall times (fdrop_mm.experiments.progress); ``--pretrained`` tests and transfers a published
+checkpoint instead of training that arm (fdrop_mm.experiments.published).
 
     python tools/run_pipeline.py --tiny                       # one CPU machine, minutes
     python tools/run_pipeline.py --launcher pytorch --gpus 8  # the real run, 8 GPUs
-    python tools/run_pipeline.py --launcher slurm --gpus 16 --partition p  # slurm
+    python tools/run_pipeline.py --launcher slurm --gpus 8 --partition p --time 3-00:00:00  # slurm jobs
+    python tools/run_pipeline.py --launcher slurm --gpus 8 --partition p --dry-run  # their scripts
+    python tools/run_pipeline.py --launcher pytorch --gpus 8 --pretrained \
+        baseline=https://download.openmmlab.com/mmclassification/v0/resnet/resnet50_8xb32_in1k_20210831-ea4938fc.pth
 """
 import argparse
 
-from fdrop_mm.experiments.launcher import LAUNCHERS, Launcher
-from fdrop_mm.experiments.pipeline import ARMS, run_pipeline
+from fdrop_mm.experiments.pipeline import ARMS, PRETRAIN_CONFIGS, run_pipeline
+from fdrop_mm.experiments.published import parse_pretrained
+from fdrop_mm.experiments.slurm import add_launch_arguments, launch_settings
 
 
 def parse_args(argv=None):
@@ -26,14 +33,21 @@ def parse_args(argv=None):
                         help='detection arms; fd+fd-finetune also uses FD while fine-tuning')
     parser.add_argument('--random-init-floor', action=argparse.BooleanOptionalAction, default=None,
                         help='also fine-tune from a random backbone (default: on with --tiny)')
-    parser.add_argument('--launcher', choices=LAUNCHERS, default='none')
-    parser.add_argument('--gpus', type=int, default=1, help='processes (GPUs) per training run')
-    parser.add_argument('--partition', help='slurm partition (with --launcher slurm)')
+    parser.add_argument('--pretrained', nargs='+', default=[], metavar='ARM=PATH_OR_URL',
+                        help='use this published checkpoint (an mmpretrain ResNet-50 ImageClassifier\'s) '
+                        'for the baseline or fd pretraining instead of training it: it is tested on '
+                        'the val split and its backbone transferred')
+    parser.add_argument('--stage', help='only this stage, e.g. seed0/pretrain_fd or results (what a '
+                        'slurm job runs; the stages it needs must be complete)')
+    add_launch_arguments(parser)
     parser.add_argument('--data-root', default=None,
                         help='folder holding imagenet/ and VOCdevkit/ (default data, or data/tiny)')
     args = parser.parse_args(argv)
     try:
-        args.launcher = Launcher(args.launcher, args.gpus, args.partition)
+        if args.dry_run and args.launcher != 'slurm':
+            raise ValueError('--dry-run: only with --launcher slurm (it prints the sbatch scripts)')
+        args.launcher, args.slurm = launch_settings(args)
+        args.pretrained = parse_pretrained(args.pretrained, list(PRETRAIN_CONFIGS))
     except ValueError as error:
         parser.error(str(error))
     return args
@@ -42,7 +56,8 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     run_pipeline(tiny=args.tiny, work_dir=args.work_dir, data_root=args.data_root, seeds=args.seeds,
-                 arms=args.arms, random_init_floor=args.random_init_floor, launcher=args.launcher)
+                 arms=args.arms, random_init_floor=args.random_init_floor, launcher=args.launcher,
+                 stage=args.stage, pretrained=args.pretrained, slurm=args.slurm, dry_run=args.dry_run)
 
 
 if __name__ == '__main__':

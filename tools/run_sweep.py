@@ -1,21 +1,23 @@
 """Run the paper's classification experiments (Tables 1-4, Fig. 6): a table's committed cell
-configs x seeds, locally or through tools/dist_train.sh / tools/slurm_train.sh, skipping finished
-runs, then write the tables; see fdrop_mm.experiments.sweep.
+configs x seeds, locally, through tools/dist_train.sh, or as Slurm jobs (one per run, then one
+that writes the tables), skipping finished runs, then write the tables; see
+fdrop_mm.experiments.sweep and fdrop_mm.experiments.slurm.
 
     python tools/run_sweep.py --table 2 --cells resnet110/fd --seeds 0 1 2     # one cell
-    python tools/run_sweep.py --table 1 2 3 4 --seeds 0 1 2 --launcher slurm --partition p
+    python tools/run_sweep.py --table 1 2 3 4 --seeds 0 1 2 --launcher slurm --partition p --gpus 1
     python tools/run_sweep.py --table 4 --dry-run                              # list commands
     python tools/run_sweep.py --tiny --table 1 --cells resnet20/baseline       # CPU smoke run
 
 A run is ``<work-dir>/<run>/seed<k>``, ``<run>`` its config's name; its ``done.json`` marks it
-finished, so a rerun skips it and resumes an interrupted one from its last checkpoint. Cells
-shared by several tables (e.g. ResNet-56 + FD on CIFAR-100 in Table 2, Table 4 and Fig. 6) are
-one run.
+finished, so a rerun skips it and resumes an interrupted one from its last checkpoint. Run locally,
+each run's progress read from its mmengine log and the sweep's ETA are shown, then a table of the
+runs' wall times (fdrop_mm.experiments.progress). Cells shared by several tables (e.g. ResNet-56
++ FD on CIFAR-100 in Table 2, Table 4 and Fig. 6) are one run.
 """
 import argparse
 from pathlib import Path
 
-from fdrop_mm.experiments.launcher import LAUNCHERS, Launcher
+from fdrop_mm.experiments.slurm import add_launch_arguments, launch_settings
 from fdrop_mm.experiments.sweep import run_sweep
 from fdrop_mm.experiments.tables import TABLES, select_cells
 
@@ -35,17 +37,14 @@ def parse_args(argv=None):
                         help='CPU smoke runs: generated data in --data-root, a few iterations')
     parser.add_argument('--data-root', type=Path, default=Path('data/tiny'),
                         help='where --tiny generates its data (default data/tiny)')
-    parser.add_argument('--dry-run', action='store_true',
-                        help='print the commands (with --tiny generate the data), train nothing')
-    parser.add_argument('--launcher', choices=LAUNCHERS, default='none')
-    parser.add_argument('--gpus', type=int, default=1, help='processes (GPUs) per run')
-    parser.add_argument('--partition', help='slurm partition (with --launcher slurm)')
+    parser.add_argument('--stage', help='only this run, <run>/seed<k>, or tables (what a slurm job runs)')
+    add_launch_arguments(parser)
     parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
                         help='passed to every run (not part of the run name: use another '
                              '--work-dir for other settings)')
     args = parser.parse_args(argv)
     try:
-        args.launcher = Launcher(args.launcher, args.gpus, args.partition)
+        args.launcher, args.slurm = launch_settings(args)
         select_cells(args.table, args.cells)  # an unknown cell fails before anything runs
     except ValueError as error:
         parser.error(str(error))
@@ -56,7 +55,7 @@ def main(argv=None):
     args = parse_args(argv)
     run_sweep(args.table, tiny=args.tiny, work_dir=args.work_dir, data_root=args.data_root,
               cells=args.cells, seeds=args.seeds, dry_run=args.dry_run, launcher=args.launcher,
-              cfg_options=args.cfg_options)
+              cfg_options=args.cfg_options, stage=args.stage, slurm=args.slurm)
 
 
 if __name__ == '__main__':

@@ -102,7 +102,7 @@ fi
 
 step "installing mmengine, mmdet, mmpretrain, pycocotools, plotting and test tools"
 "${PIP[@]}" install "mmengine==0.10.7" "mmdet==3.3.0" "mmpretrain==1.2.0" "pycocotools>=2.0.8" \
-  "numpy<2.5" "opencv-python>=4.10" matplotlib tensorboard "timm==1.0.31" "grad-cam==1.5.7" \
+  "numpy<2.5" "opencv-python>=4.10" matplotlib tensorboard "timm==1.0.31" "grad-cam==1.5.7" "rich>=13" \
   "pytest>=8" "$TORCH_PIN" "$TORCHVISION_PIN" "mmcv==$MMCV_VERSION"
 
 step "installing fdrop_mm (editable)"

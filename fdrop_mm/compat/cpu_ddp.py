@@ -1,5 +1,6 @@
 """Multi-process training without GPUs (gloo), for CPU runs and CI."""
 import os
+import subprocess
 
 import torch.distributed as dist
 from mmengine.model import MMDistributedDataParallel
@@ -32,3 +33,19 @@ def init_cpu_process_group() -> None:
             raise RuntimeError(f'--launcher pytorch needs ${var}: start with tools/dist_train.sh or torchrun')
     if not dist.is_initialized():
         dist.init_process_group(backend='gloo')
+
+
+def set_rendezvous_from_slurm() -> None:
+    """torch's RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT from an srun task's
+    variables, as mmengine's slurm launcher sets them: the master is the first node of
+    SLURM_NODELIST (its name must resolve), port MASTER_PORT or 29500."""
+    for var in ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST'):
+        if var not in os.environ:
+            raise RuntimeError(f'--launcher slurm needs ${var}: start with tools/slurm_train.sh or srun')
+    if 'MASTER_ADDR' not in os.environ:
+        nodes = subprocess.run(['scontrol', 'show', 'hostnames', os.environ['SLURM_NODELIST']],
+                               capture_output=True, text=True, check=True, timeout=60).stdout.split()
+        os.environ['MASTER_ADDR'] = nodes[0]
+    os.environ.setdefault('MASTER_PORT', '29500')
+    os.environ.update(RANK=os.environ['SLURM_PROCID'], WORLD_SIZE=os.environ['SLURM_NTASKS'],
+                      LOCAL_RANK=os.environ.get('SLURM_LOCALID', '0'))

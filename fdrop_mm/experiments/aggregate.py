@@ -18,6 +18,7 @@ from .stages import DONE
 from .tables import Table
 
 METRIC = 'accuracy/top1'
+UNIT = '%'  # mmpretrain's Accuracy reports top-1 in percent
 
 
 def validation_history(run_dir: Path) -> dict:
@@ -61,6 +62,8 @@ def mean_std(values):
 
 
 def format_mean_std(values) -> str:
+    """Mean ± sample std with two decimals (the paper's tables), the value alone for one, '–'
+    for none."""
     if not values:
         return '–'
     mean, std = mean_std(values)
@@ -87,8 +90,9 @@ def markdown(table: Table, results, unfinished) -> str:
     by_position = {(cell.row, cell.column): cell for cell in table.cells}
     seeds = sorted({seed for runs in results.values() for seed in runs})
     lines = [f'## {table.title}', '',
-             f'Top-1 (%), mean ± std over seeds ({", ".join(map(str, seeds)) or "none yet"}); '
-             'each cell: best over the run (the paper\'s measure) / final.', '',
+             f'Top-1 (%), mean ± sample std over n = {len(seeds)} seeds '
+             f'({", ".join(map(str, seeds)) or "none yet"}; a cell with fewer runs gives its n); each '
+             'cell: best over the run (the paper\'s measure) / final.', '',
              '| | ' + ' | '.join(columns) + ' |', '|---|' + '---|' * len(columns)]
     for row in rows:
         cells = []
@@ -110,8 +114,8 @@ def csv_rows(table: Table, results):
             values = [runs[seed][measure] for seed in sorted(runs)]
             mean, std = mean_std(values) if values else (None, None)
             yield dict(table=table.key, row=cell.row, column=cell.column, cell=cell.id,
-                       config=cell.config, run=cell.run, measure=measure, mean=mean, std=std,
-                       n=len(values), seeds=' '.join(map(str, sorted(runs))),
+                       config=cell.config, run=cell.run, measure=measure, unit=UNIT, mean=mean,
+                       std=std, n=len(values), seeds=' '.join(map(str, sorted(runs))),
                        values=' '.join(f'{v:g}' for v in values))
 
 

@@ -3,7 +3,8 @@
 One launcher serves the pipeline (§5.3) and the classification sweeps (§5.1-5.2): ``none``
 runs tools/train.py and tools/test.py in this machine's one process, ``pytorch`` runs
 tools/dist_train.sh and tools/dist_test.sh with ``gpus`` processes, ``slurm`` trains through
-tools/slurm_train.sh and tests in one local process (testing is short next to training).
+tools/slurm_train.sh and tests in one local process (testing is short next to training): what a
+stage's Slurm job does (the jobs themselves are submitted by ``slurm``).
 """
 import dataclasses
 import json

@@ -9,15 +9,17 @@ the floor a transfer must beat.
 """
 import dataclasses
 import json
-import statistics
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from fdrop_mm.testing.tiny_data import DATASET_FOLDERS, MANIFEST, generate
 from fdrop_mm.transfer import extract_backbone
 
-from .launcher import Launcher
-from .stages import config_sha256, run_stage
+from .aggregate import format_mean_std
+from .launcher import TOOLS, Launcher
+from .published import PublishedCheckpoint, check_classifier_checkpoint
+from .slurm import SlurmOptions, drive
+from .stages import Stage, StageGraph, config_sha256
 
 # arm -> (config at the paper's scale, the CPU smoke config on tiny data)
 PRETRAIN_CONFIGS = {
@@ -38,13 +40,23 @@ RANDOM_INIT = 'random-init'  # detector trained from a randomly initialised back
 TINY_NOTE = ('Tiny synthetic data: this table shows that the pipeline works (pretrain, transfer, '
              'fine-tune, evaluate), not the paper\'s effect; on a few hundred synthetic images the '
              'difference between arms is noise. Read the mean ± std over seeds, not a ranking.')
+PERCENT = 100  # mmdet's VOCMetric gives mAP and each class's AP as fractions; tables show %
+UNITS = dict(top1='%', top5='%', mAP='%', class_ap='%')
+# What the paper reports at full scale (§5.3 and Table 5): (mean, std or None where not given)
+PAPER_REPORTED = {'baseline': dict(top1=(76.32, None), mAP=(70.14, 0.17)),
+                  'fd': dict(top1=(76.84, None), mAP=(71.05, 0.13))}
+PAPER_NOTE = ("paper's: the numbers the paper reports, not measured here (§5.3: ResNet-50 top-1 on "
+              'ImageNet val; Table 5: RetinaNet-FPN mAP on VOC2007 test, mean ± std). It reports no '
+              'top-5, no per-class AP and no arm with FocusedDropout while fine-tuning.')
 
 
 @dataclasses.dataclass
-class Pipeline:
+class Pipeline(StageGraph):
     """Pretraining, transfer, fine-tuning and testing of ``arms`` x ``seeds`` under
     ``work_dir/seed<k>/{pretrain,detection}_<arm>``, on the data under ``data_root``
-    (``imagenet/`` and ``VOCdevkit/``)."""
+    (``imagenet/`` and ``VOCdevkit/``), as a graph of stages (:meth:`stages`). ``pretrained``
+    maps a pretraining arm (baseline, fd) to a published checkpoint (a file or URL) that is tested
+    and transferred instead of training that arm (``fdrop_mm.experiments.published``)."""
     work_dir: Path
     data_root: Path
     launcher: Launcher = Launcher()
@@ -52,11 +64,23 @@ class Pipeline:
     seeds: Sequence[int] = (0, )
     arms: Sequence[str] = ('baseline', 'fd')
     random_init_floor: bool = False
+    pretrained: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    tag = 'pipeline'
+    tool = TOOLS / 'run_pipeline.py'
 
     def __post_init__(self):
         unknown = [arm for arm in self.arms if arm not in ARMS]
         if unknown:
             raise ValueError(f'arms: unknown {unknown}, expected some of {list(ARMS)}')
+        used = sorted({PRETRAIN_OF[arm] for arm in self.arms})
+        self.published = {arm: PublishedCheckpoint(arm, str(source))
+                          for arm, source in self.pretrained.items()}
+        for arm, published in self.published.items():
+            if arm not in used:
+                raise ValueError(f'{published.label}: no arm of {list(self.arms)} starts from the '
+                                 f'{arm} pretraining; the pretrainings they use: {used}')
+            if published.is_local:
+                published.local_path()  # a missing file fails here, before any stage runs
         self.launcher = self.launcher.for_experiment(
             'pipeline', IMAGENET_ROOT=str(self.data_root / DATASET_FOLDERS['imagenet']),
             VOC_ROOT=str(self.data_root / DATASET_FOLDERS['voc']) + '/')
@@ -77,117 +101,234 @@ class Pipeline:
         return dict(config=config, config_sha256=config_sha256(config, options, self.launcher.env),
                     options=list(options), data=manifests, upstream=upstream)
 
-    def pretrain(self, arm: str, seed: int) -> dict:
-        config = self.config(PRETRAIN_CONFIGS, arm)
-        options = [f'randomness.seed={seed}']
+    def stages(self) -> List[Stage]:
+        """Per seed: each pretraining the arms need (train, test, extract the backbone), each
+        arm's detector (fine-tune from that backbone, test), the random-init floor with
+        ``random_init_floor``; then ``results``, the table, needing them all."""
+        stages = []
+        for seed in self.seeds:
+            sources = sorted({PRETRAIN_OF[arm] for arm in self.arms})
+            for source in sources:
+                name = f'seed{seed}/pretrain_{source}'
+                published = self.published.get(source)
+                what = (f'test the published checkpoint {published.source} ({source}) on ImageNet '
+                        'val, extract its backbone' if published else
+                        f'pretrain ResNet-50 ({source}) on ImageNet, test it, extract its backbone')
+                stages.append(Stage(name, what, self.work_dir / name, arm=source, seed=seed))
+            for arm in [*self.arms, *([RANDOM_INIT] if self.random_init_floor else [])]:
+                name = f'seed{seed}/detection_{arm}'
+                if arm == RANDOM_INIT:
+                    needs, backbone = (), 'a random backbone'
+                else:
+                    needs = (f'seed{seed}/pretrain_{PRETRAIN_OF[arm]}', )
+                    backbone = f'the {PRETRAIN_OF[arm]} backbone'
+                stages.append(Stage(name, f'fine-tune RetinaNet ({arm}) on VOC 07+12 from {backbone}, '
+                                          'test on VOC2007', self.work_dir / name, needs, arm, seed))
+        stages.append(Stage('results', f'write the results table ({self.work_dir / "results.md"})',
+                            self.work_dir, tuple(stage.name for stage in stages), final=True))
+        return stages
 
-        def produce(work_dir):
-            checkpoint = self.launcher.train(config, work_dir, options)
+    def training(self, stage: Stage) -> Tuple[str, List[str], Optional[Stage]]:
+        """A training stage's config, its ``--cfg-options`` and the pretraining it starts from
+        (None: a pretraining, or the random-init floor)."""
+        if is_pretraining(stage):
+            return self.config(PRETRAIN_CONFIGS, stage.arm), [f'randomness.seed={stage.seed}'], None
+        upstream = self.stage(stage.needs[0]) if stage.needs else None
+        init = ('model.backbone.init_cfg=None' if upstream is None
+                else f'model.backbone.init_cfg.checkpoint={upstream.work_dir / "backbone.pth"}')
+        config = self.config(DETECTION_CONFIGS, 'baseline' if stage.arm == RANDOM_INIT else stage.arm)
+        return config, [init, f'randomness.seed={stage.seed}'], upstream
+
+    def inputs(self, stage: Stage) -> Optional[dict]:
+        if stage.final:
+            return None
+        config, options, upstream = self.training(stage)
+        if is_pretraining(stage) and stage.arm in self.published:
+            return dict(self.stage_inputs(config, []), published=self.published[stage.arm].inputs())
+        return self.stage_inputs(config, options, upstream and self.inputs(upstream))
+
+    def produce(self, stage: Stage, upstream: Dict[str, dict], work_dir: Path) -> dict:
+        if stage.final:
+            return dict(table=self.results(upstream))
+        config, options, pretrain = self.training(stage)
+        if is_pretraining(stage) and stage.arm in self.published:
+            return self.test_published(stage, config, work_dir)
+        checkpoint = self.launcher.train(config, work_dir, options)
+        if is_pretraining(stage):
             metrics = self.launcher.test(config, checkpoint, work_dir)
             backbone = work_dir / 'backbone.pth'
-            extract_backbone(checkpoint, backbone, meta=dict(arm=arm, seed=seed, config=config))
+            extract_backbone(checkpoint, backbone, meta=dict(arm=stage.arm, seed=stage.seed, config=config))
             return dict(config=config, checkpoint=str(checkpoint), backbone=str(backbone),
                         metrics=metrics, files=[str(checkpoint), str(backbone)])
+        backbone = upstream[pretrain.name]['backbone'] if pretrain else None
+        metrics = self.launcher.test(config, checkpoint, work_dir, options[:1])
+        return dict(config=config, checkpoint=str(checkpoint), backbone=backbone,
+                    metrics=metrics, files=[str(checkpoint)])
 
-        return run_stage(self.work_dir / f'seed{seed}' / f'pretrain_{arm}', produce,
-                         self.stage_inputs(config, options))
+    def test_published(self, stage: Stage, config: str, work_dir: Path) -> dict:
+        """The pretraining stage of an arm given a published checkpoint: verified as the
+        ImageClassifier of ``config``, tested on its val split, its backbone extracted."""
+        published = self.published[stage.arm]
+        checkpoint = published.fetch(work_dir)
+        check_classifier_checkpoint(published, checkpoint, config, self.launcher.env)
+        metrics = self.launcher.test(config, checkpoint, work_dir)
+        backbone = work_dir / 'backbone.pth'
+        extract_backbone(checkpoint, backbone, meta=dict(arm=stage.arm, seed=stage.seed, config=config,
+                                                         published=published.source))
+        return dict(config=config, published=published.source, checkpoint=str(checkpoint),
+                    backbone=str(backbone), metrics=metrics, files=[str(checkpoint), str(backbone)])
 
-    def finetune(self, arm: str, seed: int, pretrain: Optional[dict]) -> dict:
-        """Fine-tune the detector of ``arm`` from ``pretrain``'s backbone (None: random)."""
-        backbone = pretrain and pretrain['backbone']
-        config = self.config(DETECTION_CONFIGS, arm if arm != RANDOM_INIT else 'baseline')
-        init = ('model.backbone.init_cfg=None' if backbone is None
-                else f'model.backbone.init_cfg.checkpoint={backbone}')
-        options = [init, f'randomness.seed={seed}']
+    def check_published(self) -> None:
+        """Each published checkpoint verified (see :func:`check_classifier_checkpoint`) before
+        any stage trains; a URL is read through mmengine's loader into the first seed's stage."""
+        for arm, published in self.published.items():
+            stage = self.stage(f'seed{self.seeds[0]}/pretrain_{arm}')
+            checkpoint = published.fetch(stage.work_dir)
+            check_classifier_checkpoint(published, checkpoint, self.training(stage)[0], self.launcher.env)
 
-        def produce(work_dir):
-            checkpoint = self.launcher.train(config, work_dir, options)
-            metrics = self.launcher.test(config, checkpoint, work_dir, [init])
-            return dict(config=config, checkpoint=str(checkpoint), backbone=backbone,
-                        metrics=metrics, files=[str(checkpoint)])
+    def results(self, records: Dict[str, dict]) -> str:
+        """The table (``write_results``) from the records of every training stage."""
+        rows = []
+        for stage in self.stages():
+            if not (stage.final or is_pretraining(stage)):
+                pretrain = records[stage.needs[0]] if stage.needs else None
+                rows.append(result_row(stage.arm, stage.seed, pretrain, records[stage.name]))
+        return write_results(rows, self.work_dir, tiny=self.tiny)
 
-        return run_stage(self.work_dir / f'seed{seed}' / f'detection_{arm}', produce,
-                         self.stage_inputs(config, options, pretrain and pretrain['inputs']))
-
-    def run(self) -> str:
-        """Every stage (the tiny data first with ``tiny``); returns the results table."""
+    def prepare(self) -> None:
+        """Before any stage: the tiny data generated with ``tiny``, published checkpoints checked."""
         if self.tiny:
             generate(self.data_root)
-        rows = []
-        for seed in self.seeds:
-            pretrained = {source: self.pretrain(source, seed)
-                          for source in sorted({PRETRAIN_OF[arm] for arm in self.arms})}
-            for arm in self.arms:
-                source = pretrained[PRETRAIN_OF[arm]]
-                rows.append(result_row(arm, seed, source, self.finetune(arm, seed, source)))
-            if self.random_init_floor:
-                rows.append(result_row(RANDOM_INIT, seed, None,
-                                       self.finetune(RANDOM_INIT, seed, None)))
-        return write_results(rows, self.work_dir, tiny=self.tiny)
+        self.check_published()
+
+    def arguments(self) -> List[str]:
+        """tools/run_pipeline.py's options for this pipeline (a Slurm job's command line)."""
+        return ['--work-dir', str(self.work_dir), '--data-root', str(self.data_root),
+                '--seeds', *map(str, self.seeds), '--arms', *self.arms,
+                '--random-init-floor' if self.random_init_floor else '--no-random-init-floor',
+                *(['--tiny'] if self.tiny else []),
+                *(['--pretrained', *(f'{arm}={source}' for arm, source in self.pretrained.items())]
+                  if self.pretrained else [])]
+
+    def run(self) -> str:
+        """Every stage in order (``prepare`` first); returns the results table."""
+        self.prepare()
+        return self.run_all()['table']
+
+
+def is_pretraining(stage: Stage) -> bool:
+    return Path(stage.name).name.startswith('pretrain_')
 
 
 def run_pipeline(tiny: bool = False, work_dir: Optional[Path] = None,
                  data_root: Optional[Path] = None, random_init_floor: Optional[bool] = None,
-                 **settings) -> str:
+                 stage: Optional[str] = None, slurm: Optional[SlurmOptions] = None,
+                 dry_run: bool = False, **settings) -> Optional[str]:
     """tools/run_pipeline.py: the pipeline with its defaults (work_dirs/pipeline[_tiny], data
-    or data/tiny, the random-init floor with ``tiny``); prints and returns the table."""
-    work_dir = Path(work_dir or f'work_dirs/pipeline{"_tiny" if tiny else ""}')
-    table = Pipeline(work_dir=work_dir, data_root=Path(data_root or ('data/tiny' if tiny else 'data')),
-                     tiny=tiny, random_init_floor=tiny if random_init_floor is None else random_init_floor,
-                     **settings).run()
+    or data/tiny, the random-init floor with ``tiny``; paths made absolute); prints and returns
+    the table. With ``stage`` only that stage runs (its upstream stages must be complete); the
+    table only if it is ``results``. With ``slurm`` (and no ``stage``) every stage is submitted
+    as a job (``fdrop_mm.experiments.slurm``; ``dry_run``: their scripts printed) and None returned."""
+    work_dir = Path(work_dir or f'work_dirs/pipeline{"_tiny" if tiny else ""}').resolve()
+    pipeline = Pipeline(work_dir=work_dir,
+                        data_root=Path(data_root or ('data/tiny' if tiny else 'data')).resolve(),
+                        tiny=tiny, random_init_floor=tiny if random_init_floor is None else random_init_floor,
+                        **settings)
+    table = drive(pipeline, stage, slurm, dry_run)
+    if table is None:
+        return None
     print(table)
     print(f'[pipeline] wrote {work_dir / "results.md"} and {work_dir / "results.json"}')
     return table
 
 
 def result_row(arm: str, seed: int, pretrain: Optional[dict], detection: dict) -> dict:
+    """One run of the table in the paper's units: top-1 and top-5 as mmpretrain's Accuracy gives
+    them (%), VOC07 mAP and each class's AP at IoU 0.5 converted from mmdet's fractions to %."""
     metrics = detection['metrics']
+    if pretrain is None:
+        pretraining = 'none (random init)'
+    elif pretrain.get('published'):
+        pretraining = f"published checkpoint: {pretrain['published']}"
+    else:
+        pretraining = f"trained here: {pretrain['config']}"
     return dict(
-        arm=arm, seed=seed,
+        arm=arm, seed=seed, pretraining=pretraining,
         top1=pretrain['metrics'].get('accuracy/top1') if pretrain else None,
         top5=pretrain['metrics'].get('accuracy/top5') if pretrain else None,
-        mAP=metrics['pascal_voc/mAP'],
-        class_ap={key.split('AP50_', 1)[1]: value for key, value in metrics.items() if 'AP50_' in key},
-        source_checkpoint=pretrain['checkpoint'] if pretrain else None,
+        mAP=PERCENT * metrics['pascal_voc/mAP'],
+        class_ap={key.split('AP50_', 1)[1]: PERCENT * value
+                  for key, value in metrics.items() if 'AP50_' in key},
+        source_checkpoint=(pretrain.get('published') or pretrain['checkpoint']) if pretrain else None,
         detector_checkpoint=detection['checkpoint'])
 
 
-def format_mean_std(values) -> str:
-    """Mean ± sample std of the values that are not None, '–' without any."""
+def format_cell(values: Sequence[Optional[float]], n: int) -> str:
+    """Mean ± sample std of the values that are not None (two decimals, '–' without any), with
+    their count where it is not the row's ``n``."""
     values = [value for value in values if value is not None]
-    if not values:
+    count = f' (n={len(values)})' if values and len(values) != n else ''
+    return format_mean_std(values) + count
+
+
+def pretraining_cell(runs: Sequence[dict], column: str, n: int) -> str:
+    """``column`` (top-1 or top-5) over the distinct pretrainings of ``runs``: a published
+    checkpoint, tested once per seed, counts once."""
+    by_checkpoint = {run['source_checkpoint']: run[column] for run in runs}
+    return format_cell(list(by_checkpoint.values()), n)
+
+
+def paper_cell(arm: str, measure: str) -> str:
+    mean, std = PAPER_REPORTED.get(arm, {}).get(measure, (None, None))
+    if mean is None:
         return '–'
-    if len(values) == 1:
-        return f'{values[0]:.4g}'
-    return f'{statistics.mean(values):.4g} ± {statistics.stdev(values):.2g}'
+    return f'{mean:.2f}' if std is None else f'{mean:.2f} ± {std:.2f}'
 
 
 def write_results(rows: Sequence[dict], work_dir: Path, tiny: bool) -> str:
-    """Write ``results.md`` (summary per arm, runs, per-class AP) and ``results.json``."""
+    """Write ``results.md`` (summary per arm, at full scale beside the paper's numbers; runs;
+    per-class AP) and ``results.json`` (the rows, in the ``units`` it names)."""
     arms = list(dict.fromkeys(row['arm'] for row in rows))
+    runs_of = {arm: [row for row in rows if row['arm'] == arm] for arm in arms}
     lines = ['# FocusedDropout pipeline results', '']
     if tiny:
         lines += [f'> {TINY_NOTE}', '']
-    lines += ['## Summary (mean ± std over seeds)', '',
-              '| arm | seeds | top-1 (%) | top-5 (%) | VOC07 mAP |', '|---|---|---|---|---|']
-    for arm in arms:
-        runs = [row for row in rows if row['arm'] == arm]
-        lines.append(f"| {arm} | {len(runs)} | {format_mean_std([r['top1'] for r in runs])} | "
-                     f"{format_mean_std([r['top5'] for r in runs])} | "
-                     f"{format_mean_std([r['mAP'] for r in runs])} |")
-    lines += ['', '## Runs', '', '| arm | seed | top-1 (%) | top-5 (%) | VOC07 mAP | source checkpoint |',
+    lines += ['## Summary', '', 'Mean ± sample standard deviation over the n seeds (a single value '
+              'where n = 1), in %: top-1 and top-5 on the ImageNet val split, mAP on VOC2007 test.', '']
+    columns = ['arm', 'pretraining', 'n', 'top-1 (%)', 'top-5 (%)', 'VOC07 mAP (%)']
+    if not tiny:
+        columns = [*columns[:4], "paper's top-1 (%)", *columns[4:], "paper's VOC07 mAP (%)"]
+    lines += ['| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
+    for arm, runs in runs_of.items():
+        n = len(runs)
+        cells = {'arm': arm, 'n': str(n),
+                 'pretraining': ' / '.join(dict.fromkeys(run['pretraining'] for run in runs)),
+                 'top-1 (%)': pretraining_cell(runs, 'top1', n),
+                 'top-5 (%)': pretraining_cell(runs, 'top5', n),
+                 'VOC07 mAP (%)': format_cell([run['mAP'] for run in runs], n),
+                 "paper's top-1 (%)": paper_cell(arm, 'top1'),
+                 "paper's VOC07 mAP (%)": paper_cell(arm, 'mAP')}
+        lines.append('| ' + ' | '.join(cells[column] for column in columns) + ' |')
+    if not tiny:
+        lines += ['', f'> {PAPER_NOTE}']
+    lines += ['', '## Runs', '',
+              '| arm | seed | top-1 (%) | top-5 (%) | VOC07 mAP (%) | pretrained backbone |',
               '|---|---|---|---|---|---|']
     for row in rows:
-        lines.append(f"| {row['arm']} | {row['seed']} | {format_mean_std([row['top1']])} | "
-                     f"{format_mean_std([row['top5']])} | {row['mAP']:.4f} | "
-                     f"{row['source_checkpoint'] or '(random init)'} |")
-    lines += ['', '## Per-class AP at IoU 0.5 (mean over seeds)', '',
-              '| class | ' + ' | '.join(arms) + ' |', '|---|' + '---|' * len(arms)]
+        trained_here = row['pretraining'].startswith('trained here')
+        source = row['source_checkpoint'] if trained_here else row['pretraining']
+        values = [format_cell([row[key]], 1) for key in ('top1', 'top5', 'mAP')]
+        lines.append(f"| {row['arm']} | {row['seed']} | " + ' | '.join(values) + f' | {source} |')
+    lines += ['', '## Per-class AP at IoU 0.5 on VOC2007 test (%), mean ± sample std over seeds',
+              '', '| class | ' + ' | '.join(f'{arm} (n={len(runs_of[arm])})' for arm in arms) + ' |',
+              '|---|' + '---|' * len(arms)]
     for name in rows[0]['class_ap']:
-        cells = [format_mean_std([r['class_ap'][name] for r in rows if r['arm'] == arm]) for arm in arms]
+        cells = [format_cell([run['class_ap'][name] for run in runs_of[arm]], len(runs_of[arm]))
+                 for arm in arms]
         lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
     table = '\n'.join(lines) + '\n'
     work_dir.mkdir(parents=True, exist_ok=True)
     (work_dir / 'results.md').write_text(table)
-    (work_dir / 'results.json').write_text(json.dumps(dict(tiny=tiny, rows=rows), indent=2))
+    results = dict(tiny=tiny, units=UNITS, rows=rows)
+    (work_dir / 'results.json').write_text(json.dumps(results, indent=2))
     return table

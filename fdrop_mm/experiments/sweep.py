@@ -11,13 +11,14 @@ schedule given as ``--cfg-options`` at launch (:func:`tiny_options`).
 import dataclasses
 import shlex
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from fdrop_mm.testing.tiny_data import DATASET_FOLDERS, generate
 
 from .aggregate import write_tables
-from .launcher import REPO, Launcher
-from .stages import DONE, run_stage
+from .launcher import REPO, TOOLS, Launcher
+from .slurm import SlurmOptions, drive
+from .stages import DONE, Stage, StageGraph
 from .tables import TABLES, Cell, select_cells
 
 TINY_DATASETS = ('cifar10', 'cifar100', 'tinyimagenet')
@@ -50,9 +51,10 @@ def tiny_options(cell: Cell, data_root: Path) -> List[str]:
 
 
 @dataclasses.dataclass
-class Sweep:
+class Sweep(StageGraph):
     """The cells of ``tables`` (only ``cells``, ids ``<network>/<method>``, if given) x ``seeds``
-    in ``work_dir``; ``cfg_options`` go to every run (they are not part of a run's name)."""
+    in ``work_dir``; ``cfg_options`` go to every run (they are not part of a run's name). Its
+    stages (:meth:`stages`) are the runs, independent of each other, and ``tables``."""
     tables: Sequence[str]
     work_dir: Path
     launcher: Launcher = Launcher()
@@ -62,6 +64,8 @@ class Sweep:
     data_root: Path = Path('data/tiny')
     dry_run: bool = False
     cfg_options: Sequence[str] = ()
+    tag = 'sweep'
+    tool = TOOLS / 'run_sweep.py'
 
     def __post_init__(self):
         self.selected = list({cell.run: cell for cell in select_cells(self.tables, self.cells)}.values())
@@ -71,43 +75,73 @@ class Sweep:
             'sweep', **{variable: str(self.data_root / DATASET_FOLDERS[dataset])
                         for variable, dataset in roots.items()})
 
-    def run_cell(self, cell: Cell, seed: int) -> None:
-        """Train one run, or with ``dry_run`` print its command (or that it is done)."""
-        work_dir = self.work_dir / cell.run / f'seed{seed}'
-        options = [f'randomness.seed={seed}', 'resume=True',
-                   *(tiny_options(cell, self.data_root) if self.tiny else []), *self.cfg_options]
-        if self.dry_run:
-            print(f'# skip {work_dir} ({DONE})' if (work_dir / DONE).is_file() else
-                  shlex.join(self.launcher.train_command(REPO / cell.config, work_dir, options)), flush=True)
-            return
+    def stages(self) -> List[Stage]:
+        """A run ``<run>/seed<k>`` per cell and seed, then ``tables`` (needing them all)."""
+        stages = [Stage(f'{cell.run}/seed{seed}', f'train {cell.id} ({cell.config}), seed {seed}',
+                        self.work_dir / cell.run / f'seed{seed}', arm=cell.id, seed=seed)
+                  for cell in self.selected for seed in self.seeds]
+        names = ', '.join(f'table{key}' for key in self.tables)
+        return [*stages, Stage('tables', f'write {names} (.md, .csv) in {self.work_dir}', self.work_dir,
+                               tuple(stage.name for stage in stages), final=True)]
 
-        def produce(work_dir):
-            checkpoint = self.launcher.train(REPO / cell.config, work_dir, options)
-            return dict(cell=cell.id, config=cell.config, seed=seed, checkpoint=str(checkpoint),
-                        files=[str(checkpoint)])
+    def cell(self, stage: Stage) -> Cell:
+        """The cell that run ``stage`` trains (``<run>/seed<k>``)."""
+        run = stage.name.rsplit('/', 1)[0]
+        return next(cell for cell in self.selected if cell.run == run)
 
-        run_stage(work_dir, produce, tag='sweep')
+    def options(self, stage: Stage) -> List[str]:
+        """A run's ``--cfg-options``: its seed, resume, the tiny schedule, ``cfg_options``."""
+        return [f'randomness.seed={stage.seed}', 'resume=True',
+                *(tiny_options(self.cell(stage), self.data_root) if self.tiny else []), *self.cfg_options]
 
-    def run(self) -> Optional[str]:
-        """Every run (the tiny data first with ``tiny``, also for a dry run: the commands read
-        its class count); returns the tables' markdown, None for a dry run."""
+    def produce(self, stage: Stage, upstream: Dict[str, dict], work_dir: Path) -> dict:
+        if stage.final:
+            return dict(table=write_tables([TABLES[key] for key in self.tables], self.work_dir))
+        cell = self.cell(stage)
+        checkpoint = self.launcher.train(REPO / cell.config, work_dir, self.options(stage))
+        return dict(cell=cell.id, config=cell.config, seed=stage.seed, checkpoint=str(checkpoint),
+                    files=[str(checkpoint)])
+
+    def print_commands(self) -> None:
+        """Each run's command, or that it is done."""
+        for stage in self.stages()[:-1]:
+            print(f'# skip {stage.work_dir} ({DONE})' if (stage.work_dir / DONE).is_file() else
+                  shlex.join(self.launcher.train_command(REPO / self.cell(stage).config, stage.work_dir,
+                                                         self.options(stage))), flush=True)
+
+    def prepare(self) -> None:
+        """The tiny data with ``tiny`` (also for a dry run: the commands read its class count)."""
         if self.tiny:
             generate(self.data_root, only=TINY_DATASETS)
-        for cell in self.selected:
-            for seed in self.seeds:
-                self.run_cell(cell, seed)
+
+    def arguments(self) -> List[str]:
+        """tools/run_sweep.py's options for this sweep (a Slurm job's command line)."""
+        return ['--table', *self.tables, '--seeds', *map(str, self.seeds), '--work-dir', str(self.work_dir),
+                '--data-root', str(self.data_root), *(['--tiny'] if self.tiny else []),
+                *(['--cells', *self.cells] if self.cells else []),
+                *(['--cfg-options', *self.cfg_options] if self.cfg_options else [])]
+
+    def run(self) -> Optional[str]:
+        """Every run (``prepare`` first); returns the tables' markdown, None for a dry run
+        (``print_commands``)."""
+        self.prepare()
         if self.dry_run:
+            self.print_commands()
             return None
-        return write_tables([TABLES[key] for key in self.tables], self.work_dir)
+        return self.run_all()['table']
 
 
 def run_sweep(tables: Sequence[str], tiny: bool = False, work_dir: Optional[Path] = None,
-              data_root: Path = Path('data/tiny'), **settings) -> Optional[str]:
+              data_root: Path = Path('data/tiny'), stage: Optional[str] = None,
+              slurm: Optional[SlurmOptions] = None, **settings) -> Optional[str]:
     """tools/run_sweep.py: the sweep in ``work_dir`` (default work_dirs/classification, with
-    ``tiny`` work_dirs/classification_tiny), paths made absolute; prints and returns the tables."""
+    ``tiny`` work_dirs/classification_tiny), paths made absolute; prints and returns the tables.
+    With ``stage`` only that run (``<run>/seed<k>``) or ``tables``; the tables only for ``tables``.
+    With ``slurm`` (and no ``stage``) every run is submitted as a job, then ``tables`` after them
+    (``fdrop_mm.experiments.slurm``); None returned."""
     work_dir = Path(work_dir or f'work_dirs/classification{"_tiny" if tiny else ""}')
-    text = Sweep(tables, work_dir.resolve(), tiny=tiny, data_root=Path(data_root).resolve(),
-                 **settings).run()
+    sweep = Sweep(tables, work_dir.resolve(), tiny=tiny, data_root=Path(data_root).resolve(), **settings)
+    text = drive(sweep, stage, slurm, sweep.dry_run)
     if text is not None:
         print(text)
     return text

@@ -1,0 +1,259 @@
+"""An experiment's stage graph (``stages.StageGraph``: the pipeline, a sweep) submitted to Slurm
+at once: one ``sbatch`` job per stage that is not complete, each depending on the jobs of the
+stages it needs (``--dependency=afterok:...``, ``--kill-on-invalid-dep=yes``: a failed stage's
+dependants never run), so arms and seeds train side by side and the driver exits after
+submitting. A job runs its tool with ``--stage NAME`` (tools/run_pipeline.py, tools/run_sweep.py),
+which trains through tools/slurm_train.sh: ``srun`` inside the job's allocation, one task per GPU.
+
+Each submitted stage records its job in ``<job folder>/submitted.json`` (the stage's work folder;
+the final stage's is ``<work_dir>/<name>/``), its output in ``slurm-<job id>.out`` there. A rerun
+skips complete stages, leaves queued or running jobs alone (``squeue``), reports each stage whose
+job ended without completing it (state, exit code, log) and submits it again.
+"""
+import argparse
+import dataclasses
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from .launcher import LAUNCHERS, REPO, Launcher
+from .stages import DONE, Stage, StageGraph
+
+SUBMITTED = 'submitted.json'
+ACTIVE_STATES = {'PENDING', 'CONFIGURING', 'RUNNING', 'COMPLETING', 'SUSPENDED', 'REQUEUED',
+                 'REQUEUE_HOLD', 'REQUEUE_FED', 'RESIZING', 'SIGNALING', 'STAGE_OUT', 'STOPPED'}
+# A dependant of a failed job, on a cluster without kill_invalid_depend: pending for good.
+NEVER_SATISFIED = 'DependencyNeverSatisfied'
+
+
+@dataclasses.dataclass(frozen=True)
+class SlurmOptions:
+    """How each training stage's job is sized, as OpenMMLab's slurm scripts take it: ``gpus``
+    tasks (GPUS), ``gpus_per_node`` of them per node (GPUS_PER_NODE), ``cpus_per_task``
+    (CPUS_PER_TASK), ``srun_args`` (SRUN_ARGS); ``gres`` per node (default ``gpu:<gpus_per_node>``,
+    '' for none: CPU nodes), ``time`` limit (sbatch's ``--time``, default the partition's) and
+    ``sbatch_args`` given to every ``sbatch``."""
+    partition: str
+    gpus: int = 8
+    gpus_per_node: int = 8
+    cpus_per_task: int = 5
+    gres: Optional[str] = None
+    time: Optional[str] = None
+    srun_args: str = ''
+    sbatch_args: Sequence[str] = ()
+
+    def __post_init__(self):
+        for name in ('gpus', 'gpus_per_node', 'cpus_per_task'):
+            if getattr(self, name) < 1:
+                raise ValueError(f'--{name.replace("_", "-")} {getattr(self, name)}: needs at least 1')
+        if not self.partition:
+            raise ValueError('--launcher slurm needs --partition')
+
+    @property
+    def tasks_per_node(self) -> int:
+        return min(self.gpus, self.gpus_per_node)
+
+    @property
+    def node_gres(self) -> str:
+        return f'gpu:{self.tasks_per_node}' if self.gres is None else self.gres
+
+    def environment(self) -> Dict[str, str]:
+        """tools/slurm_train.sh's variables."""
+        return dict(GPUS=str(self.gpus), GPUS_PER_NODE=str(self.tasks_per_node),
+                    CPUS_PER_TASK=str(self.cpus_per_task), SRUN_ARGS=self.srun_args, GRES=self.node_gres)
+
+    def arguments(self) -> List[str]:
+        """The tools' options that give these settings (what a stage's job runs with)."""
+        return ['--launcher', 'slurm', '--partition', self.partition, '--gpus', str(self.gpus),
+                '--gpus-per-node', str(self.gpus_per_node), '--cpus-per-task', str(self.cpus_per_task),
+                '--gres', self.node_gres or 'none',
+                *([f'--srun-args={self.srun_args}'] if self.srun_args else [])]
+
+    def resources(self, stage: Stage) -> List[str]:
+        """``#SBATCH`` lines: a training stage's GPUs and CPUs; one CPU for the final stage."""
+        lines = [f'--partition={self.partition}']
+        if stage.final:
+            lines += ['--ntasks=1', '--cpus-per-task=1']
+        else:
+            lines += [f'--nodes={math.ceil(self.gpus / self.tasks_per_node)}', f'--ntasks={self.gpus}',
+                      f'--ntasks-per-node={self.tasks_per_node}', f'--cpus-per-task={self.cpus_per_task}',
+                      *([f'--gres={self.node_gres}'] if self.node_gres else [])]
+        return lines + ([f'--time={self.time}'] if self.time else [])
+
+
+def job_dir(stage: Stage) -> Path:
+    """Where ``stage``'s job script, ``submitted.json`` and Slurm output go."""
+    return stage.work_dir / stage.name if stage.final else stage.work_dir
+
+
+def batch_script(graph: StageGraph, stage: Stage, options: SlurmOptions) -> str:
+    """The sbatch script of ``stage``: its resources, output file, and its tool with ``--stage``."""
+    command = [sys.executable, '-u', str(graph.tool), *graph.arguments(), *options.arguments(),
+               '--stage', stage.name]
+    header = [f'--job-name={graph.tag}:{stage.name}', *options.resources(stage),
+              f'--output={job_dir(stage) / "slurm-%j.out"}', '--kill-on-invalid-dep=yes']
+    return '\n'.join(['#!/usr/bin/env bash', *(f'#SBATCH {line}' for line in header),
+                      f'# {stage.description}',
+                      f'# needs: {", ".join(stage.needs) or "nothing"}',
+                      'set -euo pipefail', f'cd {shlex.quote(str(REPO))}', f'exec {shlex.join(command)}', ''])
+
+
+def job_state(job_id: str) -> Dict[str, str]:
+    """``scontrol show job``'s fields of ``job_id`` (JobState, Reason, ExitCode, StdOut, ...);
+    empty once Slurm has forgotten the job (``MinJobAge`` after it ended)."""
+    proc = subprocess.run(['scontrol', 'show', 'job', '--oneliner', job_id], capture_output=True,
+                          text=True, timeout=60)
+    if proc.returncode != 0:
+        if 'Invalid job id' in proc.stderr:
+            return {}
+        raise RuntimeError(f'scontrol show job {job_id} failed (exit {proc.returncode}): '
+                           f'{proc.stderr.strip()}; is slurmctld reachable?')
+    return dict(field.split('=', 1) for field in proc.stdout.split() if '=' in field)
+
+
+def sbatch(script: Path, dependencies: Sequence[str], options: SlurmOptions) -> str:
+    """Submit ``script`` after ``dependencies`` succeed; the job id."""
+    command = ['sbatch', '--parsable', *options.sbatch_args,
+               *([f'--dependency=afterok:{":".join(dependencies)}'] if dependencies else []), str(script)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        raise RuntimeError(f'{shlex.join(command)} failed (exit {proc.returncode}): {proc.stderr.strip()}')
+    return proc.stdout.strip().split(';')[0]
+
+
+def previous_job(stage: Stage) -> Optional[dict]:
+    """The job last submitted for ``stage`` (its ``submitted.json``) with its Slurm state."""
+    record_file = job_dir(stage) / SUBMITTED
+    if not record_file.is_file():
+        return None
+    record = json.loads(record_file.read_text())
+    state = job_state(record['job_id'])
+    return dict(record, state=state.get('JobState', 'ENDED'), reason=state.get('Reason', ''),
+                exit_code=state.get('ExitCode', '?'))
+
+
+def submit(graph: StageGraph, options: SlurmOptions, dry_run: bool = False) -> Dict[str, str]:
+    """Submit every stage of ``graph`` that is neither complete nor queued or running, each after
+    the jobs of the stages it needs; print the job graph and how to follow it. With ``dry_run``
+    print the sbatch scripts and submit nothing. Returns stage name -> job id (the jobs this
+    experiment now waits for, new or already queued)."""
+    tag = f'[{graph.tag}]'
+    graph.prepare()
+    jobs: Dict[str, str] = {}
+    new_jobs, failed = set(), []
+    stages = graph.stages()
+    for stage in stages:
+        if not stage.final and graph.record(stage)[0] is not None:
+            print(f'{tag} {stage.name}: complete, skipped', flush=True)
+            continue
+        previous = None if dry_run else previous_job(stage)
+        if previous:
+            active = previous['state'] in ACTIVE_STATES
+            never_ran = previous['reason'] == NEVER_SATISFIED or (
+                active and any(need in new_jobs for need in stage.needs))
+            if active and not never_ran:
+                jobs[stage.name] = previous['job_id']
+                print(f'{tag} {stage.name}: job {previous["job_id"]} already {previous["state"].lower()}, '
+                      f'not resubmitted (log: {previous["log"]})', flush=True)
+                continue
+            if active:
+                subprocess.run(['scancel', previous['job_id']], capture_output=True, timeout=60)
+            if never_ran:
+                print(f'{tag} {stage.name}: job {previous["job_id"]} never ran (a stage it needs '
+                      'failed or was resubmitted)', flush=True)
+            else:
+                failed.append(stage.name)
+                print(f'{tag} FAILED: stage {stage.name} did not complete in job {previous["job_id"]} '
+                      f'({previous["state"]}, exit code {previous["exit_code"]}); its log: '
+                      f'{previous["log"]}', flush=True)
+        if stage.final and not jobs:
+            break  # every other stage is complete: no job needed for the table
+        folder = job_dir(stage)
+        script = batch_script(graph, stage, options)
+        upstream = [jobs[need] for need in stage.needs if need in jobs]
+        if dry_run:
+            after = ':'.join(f'<{need}>' for need in stage.needs if need in jobs)
+            command = ['sbatch', '--parsable', *options.sbatch_args,
+                       *([f'--dependency=afterok:{after}'] if after else []), str(folder / 'sbatch.sh')]
+            print(f'# --- stage {stage.name}: {" ".join(command)}\n{script}', flush=True)
+            jobs[stage.name] = f'<{stage.name}>'
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / 'sbatch.sh').write_text(script)
+        job_id = sbatch(folder / 'sbatch.sh', upstream, options)
+        log = folder / f'slurm-{job_id}.out'
+        (folder / SUBMITTED).write_text(json.dumps(dict(
+            job_id=job_id, stage=stage.name, log=str(log), after=upstream,
+            submitted=time.strftime('%Y-%m-%dT%H:%M:%S')), indent=2))
+        jobs[stage.name] = job_id
+        new_jobs.add(stage.name)
+        print(f'{tag} {stage.name}: submitted job {job_id}'
+              f'{" after " + ",".join(upstream) if upstream else ""} (log: {log})', flush=True)
+    if not jobs:
+        print(f'{tag} every stage is complete', flush=True)
+        if not dry_run:
+            print(graph.run_stage(stages[-1].name)['table'])
+    elif not dry_run:
+        print(f'{tag} {len(jobs)} job(s) to wait for; follow them with  squeue -j {",".join(jobs.values())}'
+              '  and their logs; rerun this command to see what is left (complete stages are skipped, '
+              'queued ones not resubmitted)', flush=True)
+    if failed:
+        print(f'{tag} {len(failed)} failed stage(s) resubmitted: {", ".join(failed)}', flush=True)
+    return jobs
+
+
+def drive(graph: StageGraph, stage: Optional[str] = None, slurm: Optional[SlurmOptions] = None,
+          dry_run: bool = False) -> Optional[str]:
+    """What the tools do: with ``slurm`` (and no ``stage``) submit the graph (:func:`submit`);
+    with ``stage`` run that stage; else ``graph.run()``. The table, if this wrote it, else None."""
+    if slurm is not None and stage is None:
+        submit(graph, slurm, dry_run=dry_run)
+        return None
+    if stage is not None and not graph.stage(stage).final:
+        graph.run_stage(stage)
+        print(f'[{graph.tag}] stage {stage} complete: {graph.stage(stage).work_dir / DONE}', flush=True)
+        return None
+    return graph.run_stage(stage)['table'] if stage else graph.run()
+
+
+def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
+    """The tools' --launcher options; the Slurm ones default to OpenMMLab's variables (GPUS_PER_NODE,
+    CPUS_PER_TASK, SRUN_ARGS)."""
+    parser.add_argument('--launcher', choices=LAUNCHERS, default='none',
+                        help='none: here, one process; pytorch: here, --gpus processes; slurm: submit '
+                             'every stage as an sbatch job (the driver exits)')
+    parser.add_argument('--gpus', type=int, default=1, help='processes (GPUs) per training run')
+    parser.add_argument('--dry-run', action='store_true',
+                        help='print what would run (with --launcher slurm: the sbatch scripts), run nothing')
+    slurm = parser.add_argument_group('slurm (with --launcher slurm)')
+    slurm.add_argument('--partition', help='the partition every job runs in')
+    slurm.add_argument('--gpus-per-node', type=int, default=int(os.environ.get('GPUS_PER_NODE', 8)),
+                       help='default $GPUS_PER_NODE or 8')
+    slurm.add_argument('--cpus-per-task', type=int, default=int(os.environ.get('CPUS_PER_TASK', 5)),
+                       help='default $CPUS_PER_TASK or 5')
+    slurm.add_argument('--gres', default=None,
+                       help='generic resources per node (default gpu:<GPUs per node>; none: no --gres)')
+    slurm.add_argument('--time', help='time limit of each job, as sbatch --time (default: the partition\'s)')
+    slurm.add_argument('--srun-args', default=os.environ.get('SRUN_ARGS', ''),
+                       help='more srun options for training, one string: --srun-args="--qos=x" '
+                            '(default $SRUN_ARGS)')
+    slurm.add_argument('--sbatch-args', default='',
+                       help='more sbatch options for every job, one string: '
+                            '--sbatch-args="--account=a --qos=x"')
+
+
+def launch_settings(args: argparse.Namespace) -> Tuple[Launcher, Optional[SlurmOptions]]:
+    """The launcher and, with --launcher slurm, the jobs' settings from the tools' options;
+    ValueError naming a bad option."""
+    if args.launcher != 'slurm':
+        return Launcher(args.launcher, args.gpus, args.partition), None
+    options = SlurmOptions(args.partition, args.gpus, args.gpus_per_node, args.cpus_per_task,
+                           '' if args.gres == 'none' else args.gres, args.time, args.srun_args,
+                           tuple(shlex.split(args.sbatch_args)))
+    return Launcher('slurm', args.gpus, args.partition, env=options.environment()), options

@@ -1,0 +1,174 @@
+"""The Slurm path against a real Slurm (tests/slurm_cluster.py: munged, slurmctld and slurmd on
+this machine, loopback only, started for this module and stopped at its end): two srun tasks
+of tools/slurm_train.sh training with the hook on CPU, a sweep submitted as a job graph giving
+the table of a local run, and a failed stage whose dependants never run, reported by the
+driver's rerun (marked slow: minutes). Skipped, with the reason, where Slurm is not installed or
+cannot start; the dry run (the printed sbatch scripts) needs no cluster."""
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from tests.conftest import REPO, classifier_cfg
+from tests.slurm_cluster import LocalSlurm, free_ports, missing_programs
+from tests.test_hook import DUMP_HOOK
+
+SWEEP = ['--tiny', '--table', '1', '--cells', 'resnet20/baseline', '--seeds', '0']
+SLURM = ['--launcher', 'slurm', '--partition', 'debug', '--gpus', '1', '--cpus-per-task', '1',
+         '--gres', 'none']
+
+
+@pytest.fixture(scope='module')
+def slurm(tmp_path_factory):
+    missing = missing_programs()
+    if missing:
+        pytest.skip(f'Slurm is not installed (no {", ".join(missing)}): tools/setup_env.sh installs '
+                    'slurmctld slurmd slurm-client munge with apt-get where it can')
+    if os.geteuid() != 0:
+        pytest.skip('a local Slurm cluster needs root (SlurmUser=root, munged --force)')
+    cluster = LocalSlurm(tmp_path_factory.mktemp('slurm'))
+    try:
+        cluster.start()
+    except (RuntimeError, subprocess.SubprocessError, OSError) as error:
+        cluster.stop()
+        pytest.skip(f'a local Slurm cluster did not start: {error}')
+    yield cluster
+    cluster.stop()
+    assert not cluster.running(), f'left running: {cluster.running()}'
+
+
+def tool(cluster, name, *args, timeout=300):
+    """``tools/<name>`` run as a user runs it, against ``cluster`` (None: no cluster); stdout."""
+    proc = subprocess.run([sys.executable, str(REPO / 'tools' / name), *map(str, args)], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout,
+                          env=cluster.env if cluster else None)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return proc.stdout
+
+
+def wait_until_no_jobs(cluster, deadline_s):
+    """Until the queue is empty (the job graph ran or was cancelled), within ``deadline_s``."""
+    deadline = time.monotonic() + deadline_s
+    while cluster.command(['squeue', '-h', '-o', '%i'], timeout=10).strip():
+        assert time.monotonic() < deadline, cluster.command(['squeue', '-o', '%i %j %T %r %E'])
+        time.sleep(1)
+
+
+def job_fields(cluster, job_id):
+    text = cluster.command(['scontrol', 'show', 'job', '--oneliner', str(job_id)])
+    return dict(field.split('=', 1) for field in text.split() if '=' in field)
+
+
+def submitted_jobs(stdout):
+    """stage -> (job id, the job ids it waits for) from the driver's lines."""
+    jobs = {}
+    for line in stdout.splitlines():
+        if ': submitted job ' in line:
+            stage, rest = line.split('] ', 1)[1].split(': submitted job ')
+            job_id, _, after = rest.split(' (log')[0].partition(' after ')
+            jobs[stage] = (job_id, after.split(',') if after else [])
+    return jobs
+
+
+def test_dry_run_prints_the_job_graph(tmp_path):
+    out = tool(None, 'run_pipeline.py', '--work-dir', tmp_path / 'work', '--seeds', '0', '1',
+               '--launcher', 'slurm', '--partition', 'gpu', '--gpus', '16', '--time', '3-00:00:00',
+               '--sbatch-args=--qos=high', '--srun-args=--mpi=none', '--dry-run')
+    scripts = out.split('# --- stage ')[1:]
+    assert [s.split(':')[0] for s in scripts] == [
+        f'seed{k}/{stage}' for k in (0, 1) for stage in
+        ('pretrain_baseline', 'pretrain_fd', 'detection_baseline', 'detection_fd')] + ['results']
+    detection = scripts[3]
+    assert '--qos=high --dependency=afterok:<seed0/pretrain_fd>' in detection.splitlines()[0]
+    for line in ('--nodes=2', '--ntasks=16', '--ntasks-per-node=8', '--gres=gpu:8', '--time=3-00:00:00',
+                 f'--output={tmp_path}/work/seed0/detection_fd/slurm-%j.out', '--kill-on-invalid-dep=yes'):
+        assert f'#SBATCH {line}\n' in detection
+    assert 'tools/run_pipeline.py --work-dir' in detection and '--stage seed0/detection_fd' in detection
+    assert '--srun-args=--mpi=none' in detection
+    assert scripts[-1].count('<seed') == 8 and '#SBATCH --ntasks=1\n' in scripts[-1]
+    assert not (tmp_path / 'work').exists(), 'a dry run writes nothing'
+
+
+@pytest.mark.slow
+def test_slurm_train_two_tasks_agree_on_focused_steps(slurm, image_folder, tmp_path):
+    (tmp_path / 'dump_per_rank.py').write_text(DUMP_HOOK)
+    cfg = classifier_cfg(image_folder, tmp_path / 'work', max_iters=10, custom_hooks=[
+        dict(type='FocusedDropoutHook', participation=0.5, targets=['backbone.layer3']),
+        dict(type='DumpPerRank')])
+    cfg['custom_imports'] = dict(imports=['fdrop_mm', 'dump_per_rank'], allow_failed_imports=False)
+    cfg['randomness'] = dict(seed=0, diff_rank_seed=True)  # ranks differ in data order and γ
+    Config(cfg).dump(str(tmp_path / 'cfg.py'))
+    env = {**slurm.env, 'PYTHON': sys.executable, 'PYTHONPATH': str(tmp_path), 'GPUS': '2',
+           'GPUS_PER_NODE': '2', 'CPUS_PER_TASK': '1', 'GRES': '', 'MASTER_PORT': str(free_ports(1)[0])}
+    proc = subprocess.run(['bash', str(REPO / 'tools/slurm_train.sh'), 'debug', 'fd-two-tasks',
+                           str(tmp_path / 'cfg.py'), str(tmp_path / 'work')], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ranks = [torch.load(tmp_path / 'work' / f'rank{rank}.pt') for rank in (0, 1)]
+    assert ranks[0]['active'] == ranks[1]['active'] and 0 < sum(ranks[0]['active']) < 10
+    for name, value in ranks[0]['params'].items():
+        assert torch.equal(value, ranks[1]['params'][name]), name
+    assert 'Distributed launcher: slurm' in proc.stdout and 'Distributed training: True' in proc.stdout
+
+
+@pytest.mark.slow
+def test_sweep_job_graph_gives_the_local_table(slurm, tmp_path):
+    common = [*SWEEP, '--data-root', tmp_path / 'data']
+    cluster_dir, local_dir, run = tmp_path / 'cluster', tmp_path / 'local', 'resnet20_1xb128_cifar10/seed0'
+    out = tool(slurm, 'run_sweep.py', *common, '--work-dir', cluster_dir, *SLURM)  # generates the data
+    jobs = submitted_jobs(out)
+    assert jobs == {run: (jobs[run][0], []), 'tables': (jobs['tables'][0], [jobs[run][0]])}, out
+    assert job_fields(slurm, jobs['tables'][0])['Dependency'].startswith(f'afterok:{jobs[run][0]}')
+    local = subprocess.Popen([sys.executable, str(REPO / 'tools/run_sweep.py'), *map(str, common),
+                              '--work-dir', str(local_dir)], cwd=REPO, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    try:
+        again = tool(slurm, 'run_sweep.py', *common, '--work-dir', cluster_dir, *SLURM)
+        assert not submitted_jobs(again) and again.count('not resubmitted (log') == 2, again
+        wait_until_no_jobs(slurm, 240)
+        local_out, _ = local.communicate(timeout=240)
+    finally:
+        local.kill()
+    assert local.returncode == 0, local_out[-4000:]
+    for job_id, _ in jobs.values():
+        assert job_fields(slurm, job_id)['JobState'] == 'COMPLETED', job_id
+    run_log = (cluster_dir / run / f'slurm-{jobs[run][0]}.out').read_text()
+    assert 'tools/slurm_train.sh debug seed0' in run_log and 'complete' in run_log
+    for name in ('table1.md', 'table1.csv'):
+        assert (cluster_dir / name).read_text() == (local_dir / name).read_text()
+    assert '| Baseline | ' in (cluster_dir / 'table1.md').read_text()
+    done = tool(slurm, 'run_sweep.py', *common, '--work-dir', cluster_dir, *SLURM)
+    assert f'{run}: complete, skipped' in done and 'every stage is complete' in done
+    assert (cluster_dir / 'table1.md').read_text() in done
+
+
+@pytest.mark.slow
+def test_failed_stage_stops_its_dependants_and_the_rerun_names_it(slurm, tmp_path):
+    work = tmp_path / 'work'
+    # the full-scale configs on an empty data root: the pretraining fails once it reads its data
+    args = ['--work-dir', work, '--data-root', tmp_path / 'empty', '--arms', 'baseline',
+            '--no-random-init-floor', *SLURM]
+    jobs = submitted_jobs(tool(slurm, 'run_pipeline.py', *args))
+    pretrain, detection, results = (jobs[name][0] for name in (
+        'seed0/pretrain_baseline', 'seed0/detection_baseline', 'results'))
+    assert jobs['seed0/detection_baseline'][1] == [pretrain]  # the chain pretrain -> detection -> table
+    assert jobs['results'][1] == [pretrain, detection]
+    wait_until_no_jobs(slurm, 180)
+    assert job_fields(slurm, pretrain)['JobState'] == 'FAILED'
+    for job_id in (detection, results):
+        fields = job_fields(slurm, job_id)
+        assert (fields['JobState'], fields['Reason']) == ('CANCELLED', 'DependencyNeverSatisfied')
+    assert not (work / 'seed0' / 'detection_baseline' / 'train.out').exists(), 'a dependant ran'
+    log = work / 'seed0' / 'pretrain_baseline' / f'slurm-{pretrain}.out'
+    assert 'stage failed (exit 1)' in log.read_text()
+    rerun = tool(slurm, 'run_pipeline.py', *args)
+    assert (f'FAILED: stage seed0/pretrain_baseline did not complete in job {pretrain} (FAILED, exit '
+            f'code 1:0); its log: {log}') in rerun, rerun
+    assert f'seed0/detection_baseline: job {detection} never ran' in rerun
+    assert '1 failed stage(s) resubmitted: seed0/pretrain_baseline' in rerun
+    slurm.command(['scancel', *(job_id for job_id, _ in submitted_jobs(rerun).values())])
