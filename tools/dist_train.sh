@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # Multi-process training, as OpenMMLab's dist_train.sh, with torchrun:
 #   tools/dist_train.sh CONFIG GPUS [train.py args]
-# NNODES, NODE_RANK, MASTER_ADDR, PORT as in mmdet/mmpretrain. Without GPUs the
-# processes train on the CPU with gloo.
+# GPUS is the number of processes on this node. Several nodes, as in mmdet/mmpretrain:
+# run it once per node with NNODES (nodes in all, default 1), NODE_RANK (this node,
+# 0..NNODES-1, default 0), MASTER_ADDR (node 0's address, default 127.0.0.1) and PORT
+# (a free port on node 0, default 29500), e.g. on two nodes:
+#   NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 PORT=29500 tools/dist_train.sh CONFIG 8
+#   NNODES=2 NODE_RANK=1 MASTER_ADDR=10.0.0.1 PORT=29500 tools/dist_train.sh CONFIG 8
+# Without GPUs the processes train on the CPU with gloo (tests/test_multinode.py runs two
+# one-process nodes on one machine over loopback).
 set -euo pipefail
 CONFIG=$1
 GPUS=$2
