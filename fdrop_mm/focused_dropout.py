@@ -52,12 +52,43 @@ def _check_gamma_range(low: float, high: float, field: str = 'gamma_range') -> N
         raise ValueError(f'{field} must have low <= high, got ({low}, {high})')
 
 
+# CPU torch casts all of a half-precision x to float32 before it sums; summing this many
+# elements (4 MiB of float32) at a time keeps each cast in cache instead of writing a
+# float32 copy of x (2x its size, page-faulted where large); 2^19-2^20 measured best
+_CAST_CHUNK_ELEMENTS = 2 ** 20
+# up to this H·W, a channels_last x is summed faster as ones(H·W) @ x(N, H·W, C) (one BLAS
+# gemv per sample, ~2x at 14x14 and 7x7 on CPU) than by torch's reduction over H and W
+_GEMV_MAX_POSITIONS = 256
+
+
+def _spatial_sums(x: Tensor, out: Optional[Tensor] = None) -> Tensor:
+    """(N, C) sums over H and W of a float32/float64 CPU x, written to ``out`` if given."""
+    n, c, h, w = x.shape
+    if h * w <= _GEMV_MAX_POSITIONS and c > 1 and x.is_contiguous(memory_format=torch.channels_last):
+        ones = torch.ones(h * w, dtype=x.dtype, device=x.device)
+        return torch.matmul(ones, x.permute(0, 2, 3, 1).reshape(n, h * w, c), out=out)
+    return torch.sum(x, dim=(2, 3), out=out)
+
+
+def _channel_sums(x: Tensor, compute_dtype: torch.dtype) -> Tensor:
+    """(N, C) spatial sums of x in ``compute_dtype``: one read of x, no copy of it."""
+    if x.device.type != 'cpu' or torch.compiler.is_compiling():
+        return x.sum(dim=(2, 3), dtype=compute_dtype)  # CUDA and inductor cast inside the reduction
+    if x.dtype == compute_dtype:
+        return _spatial_sums(x)
+    n, c, h, w = x.shape
+    samples = max(1, _CAST_CHUNK_ELEMENTS // (c * h * w))
+    sums = torch.empty(n, c, dtype=compute_dtype, device=x.device)
+    for start in range(0, n, samples):
+        _spatial_sums(x[start:start + samples].to(compute_dtype), out=sums[start:start + samples])
+    return sums
+
+
 def _reference_channel(x: Tensor, compute_dtype: torch.dtype) -> Tensor:
     """(N,) argmax of the channel sums (= of the means, Eq. 1), first on ties; a NaN sum
     counts as -inf, so a channel with a NaN mean is not chosen unless all are."""
-    sums = x.sum(dim=(2, 3), dtype=compute_dtype)  # (N, C); no copy of x for float32/64
-    sums = sums.nan_to_num(nan=-float('inf'), posinf=float('inf'), neginf=-float('inf'))
-    return sums.argmax(dim=1)
+    sums = _channel_sums(x, compute_dtype)
+    return sums.nan_to_num_(nan=-float('inf'), posinf=float('inf'), neginf=-float('inf')).argmax(dim=1)
 
 
 @torch.no_grad()
@@ -70,8 +101,9 @@ def reference_channel(x: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def _keep(x: Tensor, gamma: Tensor) -> Tensor:
-    """The (N, 1, H, W) bool mask for validated inputs; ``gamma`` is a (N,) tensor on x's device.
+def _dropped(x: Tensor, gamma: Tensor) -> Tensor:
+    """The (N, 1, H, W) bool mask of the positions FocusedDropout drops, for validated inputs;
+    ``gamma`` is a (N,) tensor on x's device.
 
     One read of x for the channel sums (Eq. 1; the argmax of sums is the argmax of
     means), a gather of the reference channel (Eq. 2), its spatial max (Eq. 3) and
@@ -81,6 +113,12 @@ def _keep(x: Tensor, gamma: Tensor) -> Tensor:
     reference (unless all are), the peak positions are always kept (so an +inf
     peak, whose threshold γ·inf keeps nothing, keeps its +inf positions), and a
     sample whose peak is <= 0 or NaN keeps everything.
+
+    Kept is "above γ·peak, or the peak itself" (the reference is never above its
+    peak, and holds no NaN unless the peak is NaN); every per-sample rule goes
+    into one (N, 1, 1) bound, so the (N, 1, H, W) plane sees one comparison:
+    dropped = reference <= min(γ·peak, the float below peak), and the bound is NaN
+    (nothing compares <= NaN, so all is kept) where the peak is <= 0 or NaN.
     """
     n, _, h, w = x.shape
     compute_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
@@ -90,8 +128,16 @@ def _keep(x: Tensor, gamma: Tensor) -> Tensor:
     # A reference channel with max <= 0 has no "focused area" (Eq. 4's threshold
     # would be >= its max, or flip sign); keep the sample whole instead of
     # dropping every unit, which would zero its signal and its gradient.
-    keep = (reference > gamma.to(compute_dtype).view(n, 1, 1) * peak) | (reference == peak) | ~(peak > 0)
-    return keep.view(n, 1, h, w)
+    below_peak = torch.nextafter(peak, peak.new_full((), -float('inf')))
+    bound = torch.fmin(gamma.to(compute_dtype).view(n, 1, 1) * peak, below_peak)
+    bound = torch.where(peak > 0, bound, float('nan'))
+    return (reference <= bound).view(n, 1, h, w)
+
+
+def _keep_bits(dropped: Tensor, dtype: torch.dtype, keep_dropped: bool = False) -> Tensor:
+    """All ones where kept, 0 where dropped, in the integer dtype as wide as ``dtype``."""
+    bits = dropped.to(_SAME_WIDTH_INT[dtype])
+    return bits.neg_() if keep_dropped else bits.sub_(1)
 
 
 def _zero_dropped(t: Tensor, keep_bits: Tensor) -> Tensor:
@@ -138,7 +184,7 @@ def focused_mask(x: Tensor, gamma: Union[float, Tensor]) -> Tensor:
     gamma = _gamma_per_sample(x, gamma)
     if not bool(((gamma > 0) & (gamma <= 1)).all()):  # explicit API: validation may sync
         raise ValueError('gamma must lie in (0, 1]')
-    return _keep(x, gamma).to(x.dtype)
+    return (~_dropped(x, gamma)).to(x.dtype)
 
 
 def _gamma_per_sample(x: Tensor, gamma: Union[float, Tensor]) -> Tensor:
@@ -169,11 +215,16 @@ def focused_dropout(x: Tensor, gamma: Union[float, Tensor], opposite: bool = Fal
     (N, 1, H, W) bool mask of kept positions.
     """
     _check_input(x)
-    keep = _keep(x, _gamma_per_sample(x, gamma))
-    if opposite:
-        keep = ~keep
-    out = _ApplyMask.apply(x, keep.to(_SAME_WIDTH_INT[x.dtype]).neg_())  # True -> all ones
-    return (out, keep) if return_keep else out
+    out, dropped = _masked(x, _gamma_per_sample(x, gamma), opposite)
+    if not return_keep:
+        return out
+    return out, (dropped if opposite else ~dropped)
+
+
+def _masked(x: Tensor, gamma: Tensor, opposite: bool) -> Tuple[Tensor, Tensor]:
+    """x masked, and the (N, 1, H, W) bool mask of the focused area's complement."""
+    dropped = _dropped(x, gamma)
+    return _ApplyMask.apply(x, _keep_bits(dropped, x.dtype, keep_dropped=opposite)), dropped
 
 
 class UndrivenFocusedDropoutWarning(UserWarning):
@@ -211,8 +262,9 @@ class FocusedDropout(nn.Module):
     activation checkpointing (``torch.utils.checkpoint``, ``with_cp=True``)
     recomputes in the backward then builds the mask the network used; torch's
     checkpoint restores the global RNG, so unseeded γ repeat by themselves.
-    ``last_keep_ratio`` holds, as a 0-dim tensor (no device sync), the fraction
-    of positions the latest active forward kept.
+    ``last_keep_ratio`` is, as a 0-dim tensor (no device sync), the fraction
+    of positions the latest active forward kept (counted when read; setting it
+    to None forgets that forward).
     """
 
     def __init__(self,
@@ -226,7 +278,7 @@ class FocusedDropout(nn.Module):
         self.opposite = opposite
         self.active = True
         self.driven = False
-        self.last_keep_ratio: Optional[Tensor] = None
+        self._latest_dropped: Optional[Tensor] = None
         self._gamma_seed: Optional[int] = None
         self._generator: Optional[torch.Generator] = None
         self._held_gamma: Optional[Tensor] = None
@@ -247,7 +299,10 @@ class FocusedDropout(nn.Module):
         activation checkpointing) until the next ``seed_gamma``."""
         self._hold = True
 
+    @torch.compiler.disable
     def _draw_gamma(self, x: Tensor) -> Tensor:
+        # Eager under torch.compile: a (N,) draw whose generator is a graph break anyway, and whose
+        # per-iteration integer seed would otherwise fail dynamo's guards and recompile each time.
         if self._hold and self._held_gamma is not None and self._held_gamma.shape[0] == x.shape[0]:
             return self._held_gamma
         if self._gamma_seed is not None and self._generator is None:
@@ -265,9 +320,24 @@ class FocusedDropout(nn.Module):
                           f'is FocusedDropout at participation 1 without magnified weight decay, not the '
                           f"paper's method (§4). Add custom_hooks = [dict(type='FocusedDropoutHook')] to "
                           f'drive it.', UndrivenFocusedDropoutWarning, stacklevel=2)
-        out, keep = focused_dropout(x, self._draw_gamma(x), self.opposite, return_keep=True)
-        self.last_keep_ratio = keep.count_nonzero() / keep.numel()
+        _check_input(x)
+        out, self._latest_dropped = _masked(x, self._draw_gamma(x), self.opposite)
         return out
+
+    @property
+    def last_keep_ratio(self) -> Optional[Tensor]:
+        """The fraction of positions the latest active forward kept (0-dim tensor), or None."""
+        dropped = self._latest_dropped
+        if dropped is None:
+            return None
+        kept = dropped.count_nonzero() if self.opposite else dropped.numel() - dropped.count_nonzero()
+        return kept / dropped.numel()
+
+    @last_keep_ratio.setter
+    def last_keep_ratio(self, value: None) -> None:
+        if value is not None:
+            raise TypeError(f'last_keep_ratio can only be reset to None, got {value!r}')
+        self._latest_dropped = None
 
     def extra_repr(self) -> str:
         return f'gamma_range={self.gamma_range}, opposite={self.opposite}'
