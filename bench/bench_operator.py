@@ -1,45 +1,46 @@
 """Forward + backward time of FocusedDropout against the memory floor and other dropouts.
 
-Every row is a ratio to the floor measured in the same run (``x * m`` with a precomputed
-(N, 1, H, W) mask, forward + backward, on the same tensor), since absolute times on shared
-machines are noise. Runs are interleaved (A/B/A/B..., the order rotating) and the median is
-taken. On CUDA the timings synchronise the device and cover float32 and bfloat16, contiguous
-and channels_last.
+Every figure is a ratio to the floor (``x * m`` with a precomputed (N, 1, H, W) mask,
+forward + backward, on the same tensor) measured in the same round: each round times every
+candidate back to back (the order rotating), and the table gives the median of the
+per-round ratios with their interquartile range and range, since absolute times on a shared
+machine are noise. FocusedDropout reads x once more than the floor (for the channel sums):
+the floor reads x, writes the output, reads the gradient and writes the input gradient, so
+an unfused implementation is bounded by 5/4 = 1.25x the floor.
 
-    python bench/bench_operator.py [--threads 2] [--repeats 15] [--out FILE]
+    python bench/bench_operator.py [--device cpu|cuda] [--threads 2] [--rounds 41]
+        [--shapes 32x1024x14x14,...] [--dtypes float32,bfloat16] [--layouts contiguous,channels_last]
+        [--run 1] [--results bench/results.md | --results FILE | --results -] [--fused]
 
-bench/run_benchmarks.py runs it with the other benchmarks into bench/results.md.
+writes (or replaces) its section ``Operator, <device>: run <run>`` of bench/results.md.
+On CPU, glibc's allocator is pinned first (see ``results_md.pin_malloc``). On CUDA every
+timed sample is ``--cuda-calls`` full calls between two ``torch.cuda.synchronize()``, so the
+ratios include kernel-launch overhead; float16 is added to the dtypes. ``--fused`` measures,
+instead of the table, torch.compile of a BN + ReLU producer followed by FocusedDropout against
+the same producer followed by ``x * m`` (section ``Operator fused with its producer
+(torch.compile), CPU: run <run>``; see docs/benchmarks.md).
 """
 import argparse
-import os
-import platform
 import statistics
+import sys
 import time
-from datetime import datetime, timezone
+import warnings
 
 import torch
 from torch import nn
 
 from fdrop_mm import FocusedDropout, focused_mask
+from fdrop_mm.focused_dropout import UndrivenFocusedDropoutWarning
 
-SHAPES = [(32, 1024, 14, 14), (64, 256, 56, 56)]
+from results_md import fmt_spread, machine, pin_malloc, spread, write_section  # bench/ is this script's folder
+
+SHAPES = [(32, 1024, 14, 14), (16, 256, 56, 56), (64, 2048, 7, 7)]  # ResNet-50 layer3, layer1, layer4
+DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
+LAYOUTS = {'contiguous': torch.contiguous_format, 'channels_last': torch.channels_last}
 FLOOR = 'floor: x * precomputed mask'
-# (dtype, channels_last) variants timed on CUDA; the CPU runs float32 contiguous only
-CUDA_VARIANTS = [(torch.float32, False), (torch.bfloat16, False), (torch.float32, True), (torch.bfloat16, True)]
-TARGET = 1.2  # FocusedDropout <= 1.2x the floor and <= 1.2x nn.Dropout2d (issue #7)
-
-
-def machine() -> str:
-    """Date, CPU model, cores, torch version and GPU, for the header of a results file."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo') as f:
-            cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-    except (OSError, StopIteration):
-        pass
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'
-    return (f'{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {cpu}, {os.cpu_count()} cores, '
-            f'torch {torch.__version__}, {gpu}')
+FD = 'FocusedDropout'
+BOUND = 1.25  # issue #15: the unfused bound, 5/4 of the floor's memory traffic
+GAMMA = 0.45  # the floor's mask: the middle of the default γ range
 
 
 def fwd_bwd(fn, x, grad):
@@ -47,101 +48,185 @@ def fwd_bwd(fn, x, grad):
     fn(x).backward(grad)
 
 
-def candidates(x):
-    floor_mask = focused_mask(x.detach(), 0.45)
-    out = {
-        FLOOR: lambda t: t * floor_mask,
-        'FocusedDropout': FocusedDropout().train(),
-        'nn.Dropout2d(0.1)': nn.Dropout2d(0.1).train(),
-    }
+def candidates(x, with_mmdet: bool) -> dict:
+    """{name: callable} for the floor, FocusedDropout and the dropouts it is compared with."""
+    floor_mask = focused_mask(x.detach(), GAMMA)
+    out = {FLOOR: lambda t: t * floor_mask, FD: FocusedDropout().train(),
+           'nn.Dropout2d(0.1)': nn.Dropout2d(0.1).train()}
     try:
         from timm.layers import DropBlock2d
         out['timm DropBlock2d(0.1, 7)'] = DropBlock2d(drop_prob=0.1, block_size=7).train()
     except ImportError:
         pass
-    try:
-        from mmdet.models.layers import DropBlock
-        out['mmdet DropBlock(0.1, 7)'] = DropBlock(drop_prob=0.1, block_size=7, warmup_iters=0).train()
-    except ImportError:
-        pass
+    if with_mmdet:  # 10-40x the floor: timed on float32 contiguous only, it would dominate the run time
+        try:
+            from mmdet.models.layers import DropBlock
+            out['mmdet DropBlock(0.1, 7)'] = DropBlock(drop_prob=0.1, block_size=7, warmup_iters=0).train()
+        except ImportError:
+            pass
     return out
 
 
-def measure(shape, repeats, device='cpu', dtype=torch.float32, channels_last=False):
-    """{name: (median ms, median / floor median)} for forward + backward on one tensor."""
-    x = torch.randn(*shape, device=device).to(dtype)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    x.requires_grad_()
-    grad = torch.randn_like(x)
-    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
-    fns = candidates(x)
-    times = {name: [] for name in fns}
-    for fn in fns.values():  # warm-up
-        fwd_bwd(fn, x, grad)
+def interleaved(fns: dict, inputs, rounds: int, calls: int, sync) -> dict:
+    """{name: (median seconds per call, [per-round ratio to the first entry])}; every round
+    times each entry once (``calls`` calls between two syncs), the order rotating."""
     names = list(fns)
-    for r in range(repeats):  # rotate the order, so that no candidate always runs first
+    for name in names:  # warm-up
+        fns[name](*inputs)
+    sync()
+    times = {name: [] for name in names}
+    for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
             fn = fns[name]
             sync()
             start = time.perf_counter()
-            fwd_bwd(fn, x, grad)
+            for _ in range(calls):
+                fn(*inputs)
             sync()
-            times[name].append(time.perf_counter() - start)
-    medians = {name: statistics.median(t) for name, t in times.items()}
-    floor = medians[FLOOR]
-    return {name: (m * 1e3, m / floor) for name, m in medians.items()}
+            times[name].append((time.perf_counter() - start) / calls)
+    base = times[names[0]]
+    return {name: (statistics.median(t), [a / b for a, b in zip(t, base)]) for name, t in times.items()}
 
 
-def verdict(results) -> str:
-    """Whether FocusedDropout meets the targets against the floor and nn.Dropout2d."""
-    fd = results['FocusedDropout'][1]
-    vs_dropout = fd / results['nn.Dropout2d(0.1)'][1]
-    met = fd <= TARGET and vs_dropout <= TARGET
-    return (f'FocusedDropout: {fd:.2f}× the floor, {vs_dropout:.2f}× nn.Dropout2d '
-            f'(targets ≤ {TARGET}× both): **{"met" if met else "missed"}**')
+def measure(shape, dtype, layout, rounds, device='cpu', calls=1) -> dict:
+    """{name: (median ms, spread of per-round ratios to the floor)} for forward + backward."""
+    x = torch.randn(*shape, device=device).to(dtype).contiguous(memory_format=layout).requires_grad_()
+    grad = torch.randn_like(x)
+    with_mmdet = device == 'cpu' and dtype == torch.float32 and layout == torch.contiguous_format
+    fns = {name: (lambda fn: lambda: fwd_bwd(fn, x, grad))(fn) for name, fn in candidates(x, with_mmdet).items()}
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', UndrivenFocusedDropoutWarning)
+        results = interleaved(fns, (), rounds, calls, sync)
+    return {name: (seconds * 1e3, spread(ratios)) for name, (seconds, ratios) in results.items()}
 
 
-def table(shape, results, variant='') -> list:
-    lines = [f'### {"x".join(map(str, shape))}{variant}', '', '| operator | ms | × floor |', '|---|---|---|']
-    lines += [f'| {name} | {ms:.2f} | {ratio:.2f} |' for name, (ms, ratio) in results.items()]
-    return lines + ['', verdict(results), '']
+PEERS = ['nn.Dropout2d(0.1)', 'timm DropBlock2d(0.1, 7)', 'mmdet DropBlock(0.1, 7)']
 
 
-def cpu_section(repeats) -> list:
-    lines = [f'CPU, float32, contiguous, {torch.get_num_threads()} threads, median of {repeats} '
-             'interleaved runs.', '']
-    for shape in SHAPES:
-        lines += table(shape, measure(shape, repeats))
-    return lines
+def variant_rows(shape, dtype_name, layout_name, results) -> list:
+    ms, fd = results[FD]
+    peers = ' / '.join(f'{results[n][1]["median"]:.2f}' if n in results else '–' for n in PEERS)
+    met = '**met**' if fd['median'] <= BOUND else '**missed**'
+    return [f'| {"×".join(map(str, shape))} | {dtype_name} | {layout_name} | {results[FLOOR][0]:.2f} | '
+            f'{ms:.2f} | {fmt_spread(fd)} | {peers} | {met} |']
 
 
-def cuda_section(repeats) -> list:
-    lines = [f'CUDA ({torch.cuda.get_device_name()}), median of {repeats} interleaved runs, '
-             'device synchronised around each run.', '']
-    for shape in SHAPES:
-        for dtype, channels_last in CUDA_VARIANTS:
-            variant = f', {str(dtype).split(".")[1]}{", channels_last" if channels_last else ""}'
-            lines += table(shape, measure(shape, repeats, 'cuda', dtype, channels_last), variant)
+def operator_section(device, rounds, shapes, dtypes, layouts, calls=1, allocator='') -> list:
+    """The section's lines: one row per shape × dtype × layout, then the peers' names."""
+    threads = torch.get_num_threads()
+    where = (f'CPU, {threads} thread{"s" if threads > 1 else ""}' if device == 'cpu' else
+             f'CUDA {torch.cuda.get_device_name()}, {calls} calls between two synchronisations per sample')
+    lines = [machine() + '.', '',
+             f'{where}; {rounds} interleaved rounds (each times every operator back to back, the order '
+             f'rotating); × floor = median of the per-round ratios (IQR, range). Bound: ≤ {BOUND}× the floor.', '']
+    rows = []
+    for shape in shapes:
+        for dtype_name in dtypes:
+            for layout_name in layouts:
+                results = measure(shape, DTYPES[dtype_name], LAYOUTS[layout_name], rounds, device, calls)
+                rows += variant_rows(shape, dtype_name, layout_name, results)
+                print(rows[-1], flush=True)
+    lines += [f'| shape | dtype | layout | floor ms | FD ms | FD × floor (IQR, range) | '
+              f'{" / ".join(PEERS)} × floor | ≤ {BOUND}× |', '|---|---|---|---|---|---|---|---|', *rows, '']
+    return lines + ([allocator + '.', ''] if allocator else [])
+
+
+def fused_section(rounds, shape=(32, 1024, 14, 14)) -> list:
+    """torch.compile of a BN + ReLU producer followed by FD, against the producer followed by
+    x * m (the floor's block) and the producer alone, and the same blocks eager (CPU, float32):
+    whether inductor takes the channel sums in the kernel that writes x. (A conv before BN is
+    a separate oneDNN call in every block: it adds the same time to each and only noise to
+    the differences.)"""
+    torch.manual_seed(0)
+    x = torch.randn(*shape).requires_grad_()
+    grad = torch.randn(*shape)
+    producer = nn.Sequential(nn.BatchNorm2d(shape[1]), nn.ReLU()).train()
+    floor_mask = focused_mask(producer(x).detach(), GAMMA)
+    fd = FocusedDropout().train()
+    blocks = {'BN+ReLU + x * m': lambda t: producer(t) * floor_mask,  # first: the ratios' denominator
+              'BN+ReLU + FocusedDropout': lambda t: fd(producer(t)),
+              'BN+ReLU': producer}
+    fns = {}
+    for kind in ('compiled', 'eager'):
+        for name, block in blocks.items():
+            fns[f'{kind} {name}'] = (lambda fn: lambda: fwd_bwd(fn, x, grad))(
+                torch.compile(block) if kind == 'compiled' else block)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', UndrivenFocusedDropoutWarning)
+        results = interleaved(fns, (), rounds, 1, lambda: None)
+    floor = 'compiled BN+ReLU + x * m'
+
+    def vs_floor(kind):  # FD block / floor block of the same kind, per round
+        return spread([b / f for b, f in zip(results[f'{kind} BN+ReLU + FocusedDropout'][1],
+                                             results[f'{kind} BN+ReLU + x * m'][1])])
+
+    def added_ms(kind):
+        return (results[f'{kind} BN+ReLU + FocusedDropout'][0] - results[f'{kind} BN+ReLU + x * m'][0]) * 1e3
+
+    lines = [machine() + '.', '',
+             f'CPU, {torch.get_num_threads()} thread(s), float32 {"×".join(map(str, shape))}, BN (training) + ReLU '
+             f'producer, forward + backward; {rounds} interleaved rounds; ratios to `{floor}` in the same round.', '',
+             '| block | ms | × compiled floor block (IQR, range) |', '|---|---|---|']
+    lines += [f'| {name} | {seconds * 1e3:.2f} | {fmt_spread(spread(ratios))} |'
+              for name, (seconds, ratios) in results.items()]
+    compiled, eager = vs_floor('compiled'), vs_floor('eager')
+    lines += ['', f'Compiled, the FocusedDropout block costs {fmt_spread(compiled)}× the x·m block (bound ≤ {BOUND}×: '
+                  f'**{"met" if compiled["median"] <= BOUND else "missed"}**); FD adds {added_ms("compiled"):.2f} ms '
+                  f'to the block. Eager: {fmt_spread(eager)}×, FD adds {added_ms("eager"):.2f} ms.', '']
     return lines
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--threads', type=int, default=2)
-    parser.add_argument('--repeats', type=int, default=15)
-    parser.add_argument('--out', help='also write the table to this file')
+    parser.add_argument('--device', choices=['cpu', 'cuda'], default='cpu')
+    parser.add_argument('--threads', type=int, default=2, help='CPU threads (torch.set_num_threads)')
+    parser.add_argument('--rounds', '--repeats', type=int, default=41, help='interleaved rounds per configuration')
+    parser.add_argument('--shapes', default=','.join('x'.join(map(str, s)) for s in SHAPES),
+                        help='comma-separated NxCxHxW')
+    parser.add_argument('--dtypes', default='float32,bfloat16', help=f'comma-separated, of {", ".join(DTYPES)}'
+                        '; on CUDA float16 is added')
+    parser.add_argument('--layouts', default='contiguous,channels_last', help=f'comma-separated, of {", ".join(LAYOUTS)}')
+    parser.add_argument('--cuda-calls', type=int, default=20, help='CUDA: calls between two synchronisations')
+    parser.add_argument('--run', default='1', help='label of this run: its section is "Operator, <device>: run <run>"')
+    parser.add_argument('--results', '--out', default=None, help='results file to write the section into '
+                        '(default bench/results.md); "-" only prints')
+    parser.add_argument('--fused', action='store_true', help='instead of the table: torch.compile of a BN + ReLU '
+                        'producer with FocusedDropout against it with x * m (CPU, float32, the first --shapes entry)')
     args = parser.parse_args()
+    try:
+        shapes = [tuple(int(v) for v in s.split('x')) for s in args.shapes.split(',')]
+        assert all(len(s) == 4 and min(s) > 0 for s in shapes)
+    except (ValueError, AssertionError):
+        parser.error(f'--shapes must be comma-separated NxCxHxW with positive sizes, got {args.shapes!r}')
+    dtypes, layouts = args.dtypes.split(','), args.layouts.split(',')
+    for field, values, known in (('--dtypes', dtypes, DTYPES), ('--layouts', layouts, LAYOUTS)):
+        if not set(values) <= set(known):
+            parser.error(f'{field}: unknown {sorted(set(values) - set(known))}, choose from {", ".join(known)}')
+    if args.rounds < 2:
+        parser.error('--rounds must be at least 2 (the spread of the per-round ratios)')
+    if args.device == 'cuda':
+        if not torch.cuda.is_available():
+            sys.exit(f'bench_operator.py --device cuda: no CUDA device here (torch {torch.__version__}, '
+                     f'built for CUDA {torch.version.cuda}, torch.cuda.is_available() is False); '
+                     'run it on a machine with a GPU, or use --device cpu')
+        if 'float16' not in dtypes:
+            dtypes.append('float16')
+    allocator = pin_malloc() if args.device == 'cpu' else ''
     torch.set_num_threads(args.threads)
-    lines = ['# FocusedDropout operator, forward + backward', '', machine() + '.', ''] + cpu_section(args.repeats)
-    if torch.cuda.is_available():
-        lines += cuda_section(args.repeats)
-    text = '\n'.join(lines)
-    print(text)
-    if args.out:
-        with open(args.out, 'w') as f:
-            f.write(text)
-        print(f'wrote {args.out}')
+    calls = args.cuda_calls if args.device == 'cuda' else 1
+    if args.fused:
+        if args.device != 'cpu':
+            parser.error('--fused measures inductor\'s CPU kernels: use it with --device cpu')
+        lines = fused_section(args.rounds, shapes[0]) + [allocator + '.', '']
+        heading = f'Operator fused with its producer (torch.compile), CPU: run {args.run}'
+    else:
+        lines = operator_section(args.device, args.rounds, shapes, dtypes, layouts, calls, allocator)
+        heading = f'Operator, {args.device.upper() if args.device == "cuda" else "CPU"}: run {args.run}'
+    print('\n'.join([f'## {heading}', '', *lines]))
+    if args.results != '-':
+        write_section(heading, lines, **({'path': args.results} if args.results else {}))
+        print(f'wrote section "{heading}" of {args.results or "bench/results.md"}')
 
 
 if __name__ == '__main__':

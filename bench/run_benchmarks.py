@@ -1,10 +1,15 @@
-"""Run fdrop_mm's benchmarks and write bench/results.md (date, machine, tables, targets met/missed).
+"""Run fdrop_mm's benchmarks into bench/results.md (date, machine, tables, targets met/missed).
 
-    .venv/bin/python bench/run_benchmarks.py                       # operator + training step
+    .venv/bin/python bench/run_benchmarks.py --run 1               # operator + training step
+    .venv/bin/python bench/run_benchmarks.py --run 2               # the second run, to compare
     .venv/bin/python bench/run_benchmarks.py --pipeline --setup    # + the README main job, setup
 
+Each part writes (or replaces) its own section of bench/results.md, labelled with ``--run``;
+the other sections stay, so two runs stand side by side.
+
 - operator: FocusedDropout forward + backward against the memory floor, nn.Dropout2d and
-  DropBlock (bench/bench_operator.py); on CUDA also bfloat16 and channels_last.
+  DropBlock, 3 shapes × float32/bfloat16 × contiguous/channels_last, and the torch.compile
+  producer-fusion rows (bench/bench_operator.py); on CUDA also the CUDA rows.
 - training step: ResNet-50 classifier step in a real Runner, FocusedDropoutHook at
   participation 1.0 and 0.1 against no hook (bench/bench_train_step.py); on CUDA also
   images/s at batch 64, 224×224, float32 and bfloat16 AMP.
@@ -28,6 +33,7 @@ import torch
 
 import bench_operator  # bench/ is on sys.path: it is this script's folder
 import bench_train_step
+from results_md import machine, pin_malloc, write_section
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -55,37 +61,39 @@ def measure_command(cmd, log: Path, cwd=REPO, env=None) -> dict:
     return result
 
 
-def operator_section(repeats) -> list:
-    lines = ['## Operator: FocusedDropout forward + backward', ''] + bench_operator.cpu_section(repeats)
-    lines.append('mmdet\'s DropBlock is an order of magnitude slower than the others: every call draws '
-                 'a full-size (N, C, H, W) Bernoulli map, pads it and max-pools it 7×7, with several '
-                 'full-size temporaries. The comparison configs use timm\'s DropBlock2d '
-                 '(fdrop_mm/cifar_models.py), which runs near the floor.')
-    lines.append('')
+def operator_sections(rounds, run, allocator) -> None:
+    lines = bench_operator.operator_section('cpu', rounds, bench_operator.SHAPES, ['float32', 'bfloat16'],
+                                            list(bench_operator.LAYOUTS), allocator=allocator)
+    lines.append('mmdet\'s DropBlock (timed on float32 contiguous only) is an order of magnitude slower than '
+                 'the others: every call draws a full-size (N, C, H, W) Bernoulli map, pads it and max-pools '
+                 'it 7×7, with several full-size temporaries. The comparison configs use timm\'s DropBlock2d '
+                 '(fdrop_mm/models/regularizers.py), which runs near the floor.')
+    write_section(f'Operator, CPU: run {run}', lines)
+    write_section(f'Operator fused with its producer (torch.compile), CPU: run {run}',
+                  bench_operator.fused_section(rounds) + [allocator + '.'])
     if torch.cuda.is_available():
-        lines += bench_operator.cuda_section(repeats)
-    return lines
+        lines = bench_operator.operator_section('cuda', rounds, bench_operator.SHAPES,
+                                                ['float32', 'bfloat16', 'float16'], list(bench_operator.LAYOUTS),
+                                                calls=20)
+        write_section(f'Operator, CUDA: run {run}', lines)
 
 
-def step_section(repeats, iters, threads) -> list:
-    lines = ['## Training step: FocusedDropoutHook in a ResNet-50 classifier step', '']
+def step_sections(repeats, iters, warmup, threads, run, allocator) -> None:
     batch, size = 8, 128
-    results = bench_train_step.measure(repeats, iters, batch, size, threads)
-    lines += bench_train_step.table(results, batch, size, repeats, iters, f'CPU, {threads} threads')
     if torch.cuda.is_available():
         batch, size = 64, 224
-        for amp, label in ((False, 'float32'), (True, 'bfloat16 AMP')):
-            results = bench_train_step.measure(repeats, max(iters, 20), batch, size, threads, amp=amp)
-            lines += bench_train_step.table(results, batch, size, repeats, max(iters, 20),
-                                            f'CUDA {torch.cuda.get_device_name()}, {label}')
-    return lines
+    for amp in ((False, True) if torch.cuda.is_available() else (False,)):
+        results = bench_train_step.measure(repeats, iters, warmup, batch, size, threads, amp=amp)
+        lines = bench_train_step.table(results, batch, size, repeats, iters, warmup,
+                                       bench_train_step.device_name(threads, amp)) + [allocator + '.']
+        write_section(f'Training step, {"CUDA" if torch.cuda.is_available() else "CPU"}'
+                      f'{", AMP" if amp else ""}: run {run}', lines)
 
 
 def pipeline_section(tmp: Path) -> list:
     result = measure_command(['bash', 'tools/run_demo.sh', '--work-dir', tmp / 'pipeline_work',
                               '--data-root', tmp / 'pipeline_data'], tmp / 'run_demo.log')
-    return ['## README main job: `bash tools/run_demo.sh`', '',
-            'Fresh --work-dir and --data-root (every stage runs, the tiny data is generated), '
+    return [machine() + '.', '', 'Fresh --work-dir and --data-root (every stage runs, the tiny data is generated), '
             'the environment already set up.', '',
             '| wall time | peak memory (largest process) |', '|---|---|',
             f'| {result["seconds"] / 60:.1f} min | {result["peak_rss_mib"]:.0f} MiB |', '']
@@ -101,40 +109,40 @@ def setup_section(tmp: Path) -> list:
         result = measure_command(['bash', 'tools/setup_env.sh'], tmp / f'setup_{len(rows)}.log', cwd=clone, env=env)
         subprocess.run(['rm', '-rf', str(clone)], check=True)  # keep the caches, drop the venv
         rows.append(f'| {label} | {result["seconds"] / 60:.1f} min |')
-    return ['## Setup: `bash tools/setup_env.sh` in a fresh clone', '',
-            '| caches | wall time |', '|---|---|', *rows, '']
+    return [machine() + '.', '', '| caches | wall time |', '|---|---|', *rows, '']
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--repeats', type=int, default=15, help='operator: interleaved runs')
-    parser.add_argument('--step-repeats', type=int, default=5, help='training step: interleaved A/B repeats')
-    parser.add_argument('--step-iters', type=int, default=12, help='training step: iterations per run')
+    parser.add_argument('--run', default='1', help='label of this run in the section headings')
+    parser.add_argument('--rounds', type=int, default=41, help='operator: interleaved rounds per configuration')
+    parser.add_argument('--step-repeats', type=int, default=15, help='training step: interleaved repeats')
+    parser.add_argument('--step-iters', type=int, default=10, help='training step: iterations per run')
+    parser.add_argument('--step-warmup', type=int, default=2, help='training step: untimed iterations per run')
     parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--no-operator', action='store_true', help='skip the operator benchmark')
+    parser.add_argument('--no-step', action='store_true', help='skip the training-step benchmark')
     parser.add_argument('--pipeline', action='store_true', help="time the README's main job")
     parser.add_argument('--setup', action='store_true', help='time tools/setup_env.sh, fresh and cached')
-    parser.add_argument('--out', default=str(BENCH / 'results.md'))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    allocator = pin_malloc()
     started = time.perf_counter()
-    lines = ['# fdrop_mm benchmarks', '', bench_operator.machine() + '.', '',
-             'Ratios are measured in the same run, interleaved; absolute times hold for this machine only.', '']
     if not torch.cuda.is_available():
-        lines += ['CUDA: not available here (torch.cuda.is_available() is False), so the CUDA timings '
-                  '(float32, bfloat16, channels_last operator rows; ResNet-50 images/s with and without '
-                  'FD) are skipped.', '']
-    lines += operator_section(args.repeats)
-    lines += step_section(args.step_repeats, args.step_iters, args.threads)
+        write_section('CUDA', ['CUDA: not available here (torch.cuda.is_available() is False), so the CUDA timings '
+                               '(float32, bfloat16, float16, channels_last operator rows; ResNet-50 images/s with and '
+                               'without FD) are skipped; bench/gpu_check.sh runs them where a GPU is lent.'])
+    if not args.no_operator:
+        operator_sections(args.rounds, args.run, allocator)
+    if not args.no_step:
+        step_sections(args.step_repeats, args.step_iters, args.step_warmup, args.threads, args.run, allocator)
     with tempfile.TemporaryDirectory(prefix='fd_bench_') as tmp:
         if args.pipeline:
-            lines += pipeline_section(Path(tmp))
+            write_section('README main job: `bash tools/run_demo.sh`', pipeline_section(Path(tmp)))
         if args.setup:
-            lines += setup_section(Path(tmp))
-    lines.append(f'Command: `{" ".join([Path(sys.executable).name, *sys.argv])}`, '
-                 f'{(time.perf_counter() - started) / 60:.1f} min.')
-    text = '\n'.join(lines) + '\n'
-    Path(args.out).write_text(text)
-    print(text + f'\nwrote {args.out}')
+            write_section('Setup: `bash tools/setup_env.sh` in a fresh clone', setup_section(Path(tmp)))
+    print(f'{machine()}: `{" ".join([Path(sys.executable).name, *sys.argv])}` took '
+          f'{(time.perf_counter() - started) / 60:.1f} min; wrote bench/results.md')
 
 
 if __name__ == '__main__':
