@@ -16,7 +16,7 @@
 #   FDROP_MMCV_CUDA 1 to force mmcv's CUDA ops, 0 to force CPU-only ops;
 #                   default: CUDA when nvcc is on PATH and torch sees a GPU.
 #   MAX_JOBS        parallel compile jobs for mmcv (default: nproc)
-set -euo pipefail
+set -Eeuo pipefail  # -E: the ERR trap also fires inside functions (pip_quiet)
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${FDROP_VENV:-$REPO/.venv}"
@@ -41,6 +41,12 @@ trap 'fail "command failed at line $LINENO: $BASH_COMMAND"' ERR
 
 PY="$VENV/bin/python"
 PIP=("$PY" -m pip --disable-pip-version-check -q)
+# pip with the one harmless warning filtered out: a pip.conf (ours lists file:// extra indexes)
+# whose index lacks a project's folder makes pip print "WARNING: Location 'file://...' is ignored"
+# once per package looked up, ~100 lines that bury the warnings that matter.
+pip_quiet() {
+  "${PIP[@]}" "$@" 2>&1 | { grep -v "^WARNING: Location 'file://[^']*' is ignored: it is neither a file nor a directory\.$" || true; }
+}
 
 if [ ! -x "$PY" ]; then
   step "creating virtual environment $VENV"
@@ -48,7 +54,7 @@ if [ ! -x "$PY" ]; then
 fi
 
 step "installing $TORCH_PIN $TORCHVISION_PIN (from the local pip cache where present, ~1 min)"
-"${PIP[@]}" install "$TORCH_PIN" "$TORCHVISION_PIN"
+pip_quiet install "$TORCH_PIN" "$TORCHVISION_PIN"
 
 TORCH_VERSION="$("$PY" -c 'import torch; print(torch.__version__)')"
 if [ -z "${FDROP_MMCV_CUDA:-}" ]; then
@@ -74,9 +80,9 @@ else
     # setuptools<70 for the build only (mmcv's setup.py imports pkg_resources); torch requires
     # >=77, so pip would report the temporary downgrade as a conflict: --no-warn-conflicts, and
     # setuptools goes back to >=77 right after the build
-    "${PIP[@]}" install --no-warn-conflicts "setuptools<70" wheel ninja
+    pip_quiet install --no-warn-conflicts "setuptools<70" wheel ninja
     BUILD="$(mktemp -d)"
-    "${PIP[@]}" download --no-deps --no-binary :all: --no-build-isolation "mmcv==$MMCV_VERSION" -d "$BUILD" \
+    pip_quiet download --no-deps --no-binary :all: --no-build-isolation "mmcv==$MMCV_VERSION" -d "$BUILD" \
       || fail "could not download the mmcv $MMCV_VERSION sdist"
     tar -xzf "$BUILD/mmcv-$MMCV_VERSION.tar.gz" -C "$BUILD"
     SRC="$BUILD/mmcv-$MMCV_VERSION"
@@ -94,19 +100,19 @@ else
   else
     step "using the cached mmcv wheel in $WHEEL_DIR"
   fi
-  "${PIP[@]}" install --no-deps --force-reinstall "$WHEEL_DIR"/mmcv-*.whl
+  pip_quiet install --no-deps --force-reinstall "$WHEEL_DIR"/mmcv-*.whl
   echo "$MMCV_TAG" > "$VENV/.mmcv-build"
 fi
 # torch 2.14 itself requires setuptools>=77; <81 still ships pkg_resources for older tools
-"${PIP[@]}" install "setuptools>=77,<81"
+pip_quiet install "setuptools>=77,<81"
 
 step "installing mmengine, mmdet, mmpretrain, pycocotools, plotting and test tools"
-"${PIP[@]}" install "mmengine==0.10.7" "mmdet==3.3.0" "mmpretrain==1.2.0" "pycocotools>=2.0.8" \
+pip_quiet install "mmengine==0.10.7" "mmdet==3.3.0" "mmpretrain==1.2.0" "pycocotools>=2.0.8" \
   "numpy<2.5" "opencv-python>=4.10" matplotlib tensorboard "timm==1.0.31" "grad-cam==1.5.7" "rich>=13" \
   "pytest>=8" "$TORCH_PIN" "$TORCHVISION_PIN" "mmcv==$MMCV_VERSION"
 
 step "installing fdrop_mm (editable)"
-"${PIP[@]}" install --no-deps --no-build-isolation -e "$REPO"
+pip_quiet install --no-deps --no-build-isolation -e "$REPO"
 
 "$PY" - <<'PY' || fail "the installed stack does not import; see the traceback above"
 import torch, mmengine, mmcv, mmcv.ops, mmdet, mmpretrain, fdrop_mm  # noqa: F401
