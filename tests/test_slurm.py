@@ -27,7 +27,7 @@ SLURM = ['--launcher', 'slurm', '--partition', 'debug', '--gpus', '1', '--cpus-p
 def slurm(tmp_path_factory):
     missing = missing_programs()
     if missing:
-        pytest.skip(f'Slurm is not installed (no {", ".join(missing)}): tools/setup_env.sh installs '
+        pytest.skip(f'Slurm is not installed (no {", ".join(missing)}): tools/run_tests.sh installs '
                     'slurmctld slurmd slurm-client munge with apt-get where it can')
     if os.geteuid() != 0:
         pytest.skip('a local Slurm cluster needs root (SlurmUser=root, munged --force)')
