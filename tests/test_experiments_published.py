@@ -4,6 +4,8 @@ arm's pretraining; anything but that arm's ResNet-50 ImageClassifier is refused 
 import functools
 import http.server
 import json
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -120,6 +122,18 @@ def test_url_goes_through_mmengines_loader(tiny_pipeline, classifier_checkpoint,
                        torch.load(classifier_checkpoint)['state_dict']['head.fc.weight'])
     assert list((tmp_path / 'torch_home' / 'hub' / 'checkpoints').iterdir())[0].name == classifier_checkpoint.name
     assert PublishedCheckpoint('baseline', url).inputs() == dict(source=url)
+
+
+def test_a_stage_job_keeps_the_published_checkpoint(tiny_pipeline, classifier_checkpoint):
+    """A Slurm job runs ``tools/run_pipeline.py <the pipeline's arguments> --stage NAME``: a job
+    that lost ``--pretrained`` would quietly train the arm instead of testing the checkpoint."""
+    pipeline = tiny_pipeline(pretrained={'baseline': str(classifier_checkpoint)})
+    stage = pipeline.stage('seed0/pretrain_baseline')
+    proc = subprocess.run([sys.executable, 'tools/run_pipeline.py', *pipeline.arguments(), '--stage', stage.name],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert not (stage.work_dir / 'train.out').exists(), 'the job trained the published arm'
+    assert json.loads((stage.work_dir / 'done.json').read_text())['published'] == str(classifier_checkpoint)
 
 
 def test_pretrained_option_errors(tmp_path):
