@@ -16,6 +16,7 @@ import os.path as osp
 from typing import Optional
 
 import torch
+import torch.distributed as dist
 from mmengine.config import Config, DictAction
 from mmengine.dist import is_main_process
 from mmengine.registry import RUNNERS
@@ -81,6 +82,17 @@ def build_runner(cfg: Config) -> Runner:
     return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
 
 
+def end_distributed() -> None:
+    """After a run that succeeded on every rank: wait for the others, then destroy the process
+    group. Left to interpreter exit, gloo's threads can abort the process (SIGABRT, "terminate
+    called without an active exception"; pytorch#190489), which failed a two-node CI run after
+    training had finished. Not called after an error: a rank still inside a collective would
+    block the others (torchtitan#1342)."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def train(config: str, *, work_dir: Optional[str] = None, cfg_options: Optional[dict] = None,
           launcher: str = 'none', amp: bool = False, auto_scale_lr: bool = False,
           resume: Optional[str] = None, allow_partial_load: bool = False) -> None:
@@ -107,6 +119,7 @@ def train(config: str, *, work_dir: Optional[str] = None, cfg_options: Optional[
     if cfg.get('load_from') and not cfg.get('resume'):
         check_checkpoint_fits(runner.model, cfg.load_from, allow_partial=allow_partial_load)
     runner.train()
+    end_distributed()
 
 
 def test(config: str, checkpoint: str, *, work_dir: Optional[str] = None,
@@ -126,4 +139,5 @@ def test(config: str, checkpoint: str, *, work_dir: Optional[str] = None,
             json.dump({k: float(v) if isinstance(v, (int, float)) else v for k, v in metrics.items()},
                       f, indent=2)
         print(f'metrics written to {metrics_out}')
+    end_distributed()
     return metrics
