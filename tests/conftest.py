@@ -1,6 +1,7 @@
 """Shared fixtures and helpers: a small real mmpretrain classifier trained from real image files,
 a tiny VOCdevkit, a RetinaNet checkpoint written by a real Runner, and running a tool."""
 import copy
+import socket
 import subprocess
 import sys
 import uuid
@@ -14,6 +15,33 @@ from fdrop_mm.testing import make_voc
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_DETECTION = REPO / 'configs/tiny/retinanet_r50_fpn_voc0712_tiny.py'
+
+
+# A hook for the multi-process tests: each rank saves its parameters and focused steps.
+DUMP_HOOK = '''
+import torch
+from mmengine.dist import get_rank
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+
+@HOOKS.register_module()
+class DumpPerRank(Hook):
+    priority = 'LOWEST'
+
+    def after_train(self, runner):
+        # parameters only: BN running statistics are per rank (mmengine: broadcast_buffers=False)
+        torch.save({'params': {k: v.detach().clone() for k, v in runner.model.module.named_parameters()},
+                    'active': list(runner.message_hub.get_scalar('train/fd/active').data[0])},
+                   f'{runner.work_dir}/rank{get_rank()}.pt')
+'''
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
 
 
 def run_tool(tool: str, *args, cwd=None, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -1,4 +1,11 @@
 """fdrop_mm.experiments.stages: the hash of what a run trains, from mmengine's resolved config."""
+import logging
+import os
+from unittest import mock
+
+from mmengine.config import Config
+from mmengine.logging import MMLogger
+
 from fdrop_mm.experiments.stages import config_sha256, parse_cfg_options
 
 
@@ -19,3 +26,23 @@ def test_options_are_read_as_train_py_reads_them():
     assert parse_cfg_options(['a.b=None', 'c=[1]', 'd=0.5', 'e=False']) == dict(
         {'a.b': None, 'c': [1], 'd': 0.5, 'e': False})
     assert parse_cfg_options([]) == {}
+
+
+def test_hashing_a_config_logs_no_env_variable_lines(tmp_path):
+    """The driver hashes each stage's config several times; mmengine's "Using env variable"
+    line belongs in the stage's own log, not once per hash in the driver's output."""
+    config = tmp_path / 'config.py'
+    config.write_text("data_root = '{{$TINY_ROOT:data/x}}'\n")
+    logger = MMLogger.get_current_instance()
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
+    try:
+        config_sha256(config, env=dict(TINY_ROOT='elsewhere'))
+        assert not [r.getMessage() for r in records]
+        with mock.patch.dict(os.environ, dict(TINY_ROOT='elsewhere')):
+            Config.fromfile(config)  # mmengine logs the substitution: quieted only while hashing
+        assert any('Using env variable `TINY_ROOT`' in r.getMessage() for r in records)
+    finally:
+        logger.removeHandler(handler)

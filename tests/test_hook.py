@@ -1,6 +1,5 @@
 """FocusedDropoutHook in real mmengine Runners: decisions, weight decay, targets, resume, DDP."""
 import os
-import socket
 import subprocess
 import sys
 
@@ -12,7 +11,7 @@ from mmengine.registry import HOOKS
 from mmengine.runner import Runner
 
 from fdrop_mm import FocusedDropout, FocusedDropoutHook
-from tests.conftest import REPO, classifier_cfg
+from tests.conftest import DUMP_HOOK, REPO, classifier_cfg, free_port
 
 
 def fd_hook(**kwargs):
@@ -204,31 +203,6 @@ def test_resume_repeats_the_uninterrupted_sequence(image_folder, tmp_path):
     expected = scalar_history(full, 'train/fd/active')
     assert 0 < sum(expected[6:]) < 6
     assert scalar_history(resumed, 'train/fd/active') == expected
-
-
-DUMP_HOOK = '''
-import torch
-from mmengine.dist import get_rank
-from mmengine.hooks import Hook
-from mmengine.registry import HOOKS
-
-
-@HOOKS.register_module()
-class DumpPerRank(Hook):
-    priority = 'LOWEST'
-
-    def after_train(self, runner):
-        # parameters only: BN running statistics are per rank (mmengine: broadcast_buffers=False)
-        torch.save({'params': {k: v.detach().clone() for k, v in runner.model.module.named_parameters()},
-                    'active': list(runner.message_hub.get_scalar('train/fd/active').data[0])},
-                   f'{runner.work_dir}/rank{get_rank()}.pt')
-'''
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow

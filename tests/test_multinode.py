@@ -14,8 +14,7 @@ import torch
 from fdrop_mm.experiments.sweep import tiny_options
 from fdrop_mm.experiments.tables import select_cells
 from fdrop_mm.testing.tiny_data import generate
-from tests.conftest import REPO
-from tests.test_hook import DUMP_HOOK, free_port
+from tests.conftest import DUMP_HOOK, REPO, free_port
 
 CELL = ('2', 'resnet20/fd')  # configs/cifar/table2/resnet20_fd_1xb128_cifar100.py
 TIMEOUT = 600  # seconds for both agents; the run takes about a minute on 2 cores

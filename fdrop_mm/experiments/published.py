@@ -11,17 +11,14 @@ extracted; the table names it as ``published checkpoint: <source>``.
 import dataclasses
 import functools
 import hashlib
-import os
 from pathlib import Path
 from typing import Dict, Mapping, Sequence
-from unittest import mock
 
 import torch
-from mmengine.config import Config
 
 from fdrop_mm.transfer import checkpoint_mismatches, load_checkpoint_file, source_model
 
-from .launcher import REPO
+from .stages import read_config
 
 FETCHED = 'published.pth'  # a URL's checkpoint, as mmengine's loader read it, in the stage folder
 
@@ -120,7 +117,6 @@ def classifier(config: str, env: Mapping[str, str]) -> torch.nn.Module:
     CPU: mmpretrain's ResNet cannot be built on the meta device)."""
     from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
-    with mock.patch.dict(os.environ, dict(env)):
-        cfg = Config.fromfile(REPO / config)
+    cfg = read_config(config, env)
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         return MODELS.build(cfg.model)

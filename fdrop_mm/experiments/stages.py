@@ -8,13 +8,15 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from unittest import mock
 
 from mmengine.config import Config, DictAction
+from mmengine.logging import MMLogger
 
 from .launcher import REPO
 from .progress import JobProgress
@@ -150,7 +152,21 @@ def config_sha256(config, options: Sequence[str] = (), env: Optional[dict] = Non
     """sha256 of the config a run trains: ``config`` (relative to the repository) with all it
     inherits, read under the environment variables ``env`` as the run reads them, with
     ``options`` applied, as mmengine's ``pretty_text``."""
-    with mock.patch.dict(os.environ, env or {}):
-        cfg = Config.fromfile(REPO / config)
+    cfg = read_config(config, env)
     cfg.merge_from_dict(parse_cfg_options(options))
     return hashlib.sha256(cfg.pretty_text.encode()).hexdigest()
+
+
+def read_config(config, env: Optional[Mapping[str, str]] = None) -> Config:
+    """``config`` (relative to the repository) as a run under the environment variables ``env``
+    reads it. mmengine logs every variable it substitutes ("Using env variable ..."); the driver
+    reads configs only to hash or check them, several times per stage, so those lines are kept
+    out of its output: the stage's own log has them from the run that uses them."""
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        with mock.patch.dict(os.environ, dict(env or {})):
+            return Config.fromfile(REPO / config)
+    finally:
+        logger.setLevel(level)
