@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from tests.conftest import free_ports
+
 DAEMONS = ('munged', 'mungekey', 'slurmctld', 'slurmd', 'sbatch', 'srun', 'squeue', 'scontrol', 'sinfo')
 
 
@@ -18,17 +20,6 @@ def missing_programs() -> List[str]:
     """The programs a local cluster needs that are not installed (looked up with sbin added)."""
     path = os.pathsep.join([os.environ.get('PATH', ''), '/usr/sbin', '/sbin'])
     return [name for name in DAEMONS if shutil.which(name, path=path) is None]
-
-
-def free_ports(count: int) -> List[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(('127.0.0.1', 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def alive(pid: int) -> bool:

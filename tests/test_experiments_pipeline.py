@@ -2,7 +2,6 @@
 skipping, and multi-process detection training, as a user runs them."""
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -15,7 +14,7 @@ from fdrop_mm.experiments.pipeline import (PAPER_NOTE, RANDOM_INIT, TINY_NOTE, P
                                          write_results)
 from fdrop_mm.experiments.stages import run_stage
 from fdrop_mm.testing import make_imagenet, make_voc
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port
 
 TINY_DETECTION = REPO / 'configs/tiny/retinanet_r50_fpn_voc0712_tiny.py'
 
@@ -25,12 +24,6 @@ def run(cmd, env=None, timeout=1500):
                           timeout=timeout, env={**os.environ, **(env or {})})
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return proc.stdout
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope='module')

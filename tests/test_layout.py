@@ -22,6 +22,9 @@ def python_files(folder: str):
     return sorted((REPO / folder).rglob('*.py'))
 
 
+TOOL_NAMES = {path.stem for path in python_files('tools')} | {'tools'}
+
+
 def test_the_package_does_not_import_tools():
     found = [f'{path.relative_to(REPO)}:{line} imports {module}' for path in python_files('fdrop_mm')
              for line, module in imported_modules(path) if module.split('.')[0] == 'tools']
@@ -30,9 +33,8 @@ def test_the_package_does_not_import_tools():
 
 @pytest.mark.parametrize('path', python_files('tools'), ids=lambda p: str(p.relative_to(REPO)))
 def test_a_tool_is_thin(path):
-    tool_names = {p.stem for p in python_files('tools')}
     found = [f'line {line} imports {module}' for line, module in imported_modules(path)
-             if module.split('.')[0] in tool_names | {'tools'}]
+             if module.split('.')[0] in TOOL_NAMES]
     assert not found, f'{path.relative_to(REPO)} imports another tool'
     assert 'sys.path' not in path.read_text(), f'{path.relative_to(REPO)} edits sys.path'
 

@@ -14,8 +14,8 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from tests.conftest import DUMP_HOOK, REPO, classifier_cfg
-from tests.slurm_cluster import LocalSlurm, free_ports, missing_programs
+from tests.conftest import DUMP_HOOK, REPO, classifier_cfg, free_ports
+from tests.slurm_cluster import LocalSlurm, missing_programs
 
 SWEEP = ['--tiny', '--table', '1', '--cells', 'resnet20/baseline', '--seeds', '0']
 SLURM = ['--launcher', 'slurm', '--partition', 'debug', '--gpus', '1', '--cpus-per-task', '1',

@@ -18,9 +18,8 @@ import textwrap
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from mmengine.config import Config
-
 from .launcher import REPO
+from .stages import read_config
 
 # The paper states no rate for the compared regularisers; these are the usual ones
 # (DropBlock's ImageNet drop_prob 0.1; block 5 suits 32x32 and 16x16 group outputs).
@@ -217,7 +216,7 @@ def select_cells(table_keys: Sequence[str], cell_ids: Optional[Sequence[str]] = 
 def backbone_type(config: str) -> str:
     """The backbone type of a base config (loaded once per process: mmpretrain:: bases are slow
     to resolve)."""
-    return Config.fromfile(REPO / config).model.backbone.type
+    return read_config(config).model.backbone.type
 
 
 def config_source(value) -> str:
