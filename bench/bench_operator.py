@@ -145,16 +145,21 @@ def operator_section(device, rounds, shapes, dtypes, layouts, calls=1, allocator
     return lines + ([allocator + '.', ''] if allocator else [])
 
 
-def fused_section(rounds, shape=(32, 1024, 14, 14)) -> list:
+def fused_section(rounds, shape=(32, 1024, 14, 14), bn='train') -> list:
     """torch.compile of a BN + ReLU producer followed by FD, against the producer followed by
     x * m (the floor's block) and the producer alone, and the same blocks eager (CPU, float32):
     whether inductor takes the channel sums in the kernel that writes x. (A conv before BN is
     a separate oneDNN call in every block: it adds the same time to each and only noise to
-    the differences.)"""
+    the differences.) ``bn='eval'`` puts BN in eval mode with non-trivial running statistics
+    (``norm_eval``, frozen BN): BN + ReLU is then pointwise, so inductor may fold it into the
+    loop of FD's channel sums."""
     torch.manual_seed(0)
     x = torch.randn(*shape).requires_grad_()
     grad = torch.randn(*shape)
-    producer = nn.Sequential(nn.BatchNorm2d(shape[1]), nn.ReLU()).train()
+    producer = nn.Sequential(nn.BatchNorm2d(shape[1]), nn.ReLU()).train(bn == 'train')
+    if bn == 'eval':
+        producer[0].running_mean.uniform_(-0.5, 0.5)
+        producer[0].running_var.uniform_(0.5, 2.0)
     floor_mask = focused_mask(producer(x).detach(), GAMMA)
     fd = FocusedDropout().train()
     blocks = {'BN+ReLU + x * m': lambda t: producer(t) * floor_mask,  # first: the ratios' denominator
@@ -178,7 +183,8 @@ def fused_section(rounds, shape=(32, 1024, 14, 14)) -> list:
         return (results[f'{kind} BN+ReLU + FocusedDropout'][0] - results[f'{kind} BN+ReLU + x * m'][0]) * 1e3
 
     lines = [machine() + '.', '',
-             f'CPU, {torch.get_num_threads()} thread(s), float32 {"×".join(map(str, shape))}, BN (training) + ReLU '
+             f'CPU, {torch.get_num_threads()} thread(s), float32 {"×".join(map(str, shape))}, '
+             f'BN ({"training" if bn == "train" else "eval mode"}) + ReLU '
              f'producer, forward + backward; {rounds} interleaved rounds; ratios to `{floor}` in the same round.', '',
              '| block | ms | × compiled floor block (IQR, range) |', '|---|---|---|']
     lines += [f'| {name} | {seconds * 1e3:.2f} | {fmt_spread(spread(ratios))} |'
@@ -206,6 +212,8 @@ def main():
                         '(default bench/results.md); "-" only prints')
     parser.add_argument('--fused', action='store_true', help='instead of the table: torch.compile of a BN + ReLU '
                         'producer with FocusedDropout against it with x * m (CPU, float32, the first --shapes entry)')
+    parser.add_argument('--bn', choices=['train', 'eval'], default='train',
+                        help="--fused: the producer's BN in training mode or in eval mode (norm_eval)")
     args = parser.parse_args()
     try:
         shapes = [tuple(int(v) for v in s.split('x')) for s in args.shapes.split(',')]
@@ -231,8 +239,9 @@ def main():
     if args.fused:
         if args.device != 'cpu':
             parser.error('--fused measures inductor\'s CPU kernels: use it with --device cpu')
-        lines = fused_section(args.rounds, shapes[0]) + [allocator + '.', '']
-        heading = f'Operator fused with its producer (torch.compile), CPU: run {args.run}'
+        lines = fused_section(args.rounds, shapes[0], args.bn) + [allocator + '.', '']
+        heading = (f'Operator fused with its producer (torch.compile{", BN eval" if args.bn == "eval" else ""}), '
+                   f'CPU: run {args.run}')
     else:
         lines = operator_section(args.device, args.rounds, shapes, dtypes, layouts, calls, allocator)
         heading = f'Operator, {args.device.upper() if args.device == "cuda" else "CPU"}: run {args.run}'

@@ -110,8 +110,8 @@ def check_benchmark(device: str, quick: bool, work: Path):
     results = work / 'benchmarks.md'
     results.unlink(missing_ok=True)
     runs = [('bench/bench_operator.py', '--rounds', '5' if quick else '21'),
-            ('bench/bench_train_step.py', '--repeats', '2' if quick else '3', '--run', 'fp32'),
-            ('bench/bench_train_step.py', '--repeats', '2' if quick else '3', '--run', 'bf16-amp', '--amp')]
+            ('bench/bench_train_step.py', '--rounds', '8' if quick else '40', '--run', 'fp32'),
+            ('bench/bench_train_step.py', '--rounds', '8' if quick else '40', '--run', 'bf16-amp', '--amp')]
     failed, body = [], []
     for script, *args in runs:
         command = [sys.executable, script, '--device', 'cuda', *args, '--results', str(results)]

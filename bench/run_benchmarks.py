@@ -71,6 +71,8 @@ def operator_sections(rounds, run, allocator) -> None:
     write_section(f'Operator, CPU: run {run}', lines)
     write_section(f'Operator fused with its producer (torch.compile), CPU: run {run}',
                   bench_operator.fused_section(rounds) + [allocator + '.'])
+    write_section(f'Operator fused with its producer (torch.compile, BN eval), CPU: run {run}',
+                  bench_operator.fused_section(rounds, bn='eval') + [allocator + '.'])
     if torch.cuda.is_available():
         lines = bench_operator.operator_section('cuda', rounds, bench_operator.SHAPES,
                                                 ['float32', 'bfloat16', 'float16'], list(bench_operator.LAYOUTS),
@@ -78,13 +80,14 @@ def operator_sections(rounds, run, allocator) -> None:
         write_section(f'Operator, CUDA: run {run}', lines)
 
 
-def step_sections(repeats, iters, warmup, threads, run, allocator) -> None:
+def step_sections(rounds, warmup, threads, run, allocator) -> None:
     batch, size = 8, 128
     if torch.cuda.is_available():
         batch, size = 64, 224
     for amp in ((False, True) if torch.cuda.is_available() else (False,)):
-        results = bench_train_step.measure(repeats, iters, warmup, batch, size, threads, amp=amp)
-        lines = bench_train_step.table(results, batch, size, repeats, iters, warmup,
+        summary = bench_train_step.summarise(bench_train_step.run_rounds(rounds, warmup, batch, size, threads, amp),
+                                             warmup)
+        lines = bench_train_step.table(summary, batch, size, rounds, warmup,
                                        bench_train_step.device_name(threads, amp)) + [allocator + '.']
         write_section(f'Training step, {"CUDA" if torch.cuda.is_available() else "CPU"}'
                       f'{", AMP" if amp else ""}: run {run}', lines)
@@ -116,9 +119,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--run', default='1', help='label of this run in the section headings')
     parser.add_argument('--rounds', type=int, default=41, help='operator: interleaved rounds per configuration')
-    parser.add_argument('--step-repeats', type=int, default=15, help='training step: interleaved repeats')
-    parser.add_argument('--step-iters', type=int, default=10, help='training step: iterations per run')
-    parser.add_argument('--step-warmup', type=int, default=2, help='training step: untimed iterations per run')
+    parser.add_argument('--step-rounds', type=int, default=300,
+                        help='training step: timed rounds (one iteration of every arm each)')
+    parser.add_argument('--step-warmup', type=int, default=3, help='training step: untimed rounds first')
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--no-operator', action='store_true', help='skip the operator benchmark')
     parser.add_argument('--no-step', action='store_true', help='skip the training-step benchmark')
@@ -135,7 +138,7 @@ def main():
     if not args.no_operator:
         operator_sections(args.rounds, args.run, allocator)
     if not args.no_step:
-        step_sections(args.step_repeats, args.step_iters, args.step_warmup, args.threads, args.run, allocator)
+        step_sections(args.step_rounds, args.step_warmup, args.threads, args.run, allocator)
     with tempfile.TemporaryDirectory(prefix='fd_bench_') as tmp:
         if args.pipeline:
             write_section('README main job: `bash tools/run_demo.sh`', pipeline_section(Path(tmp)))
