@@ -41,7 +41,7 @@ from mmengine.runner import Runner
 
 from fdrop_mm.testing import make_imagenet
 
-from results_md import fmt_spread, machine, pin_malloc, spread, write_section  # bench/ is this script's folder
+from results_md import fmt_quartiles, machine, pin_malloc, spread, write_section  # bench/ is this script's folder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -193,17 +193,25 @@ def run_rounds(rounds, warmup, batch, size, threads, amp=False) -> dict:
         if len(times) != iters or len(focused) != iters:
             raise RuntimeError(f'bench_train_step: arm {arm!r} timed {len(times)} and logged fd/active for '
                                f'{len(focused)} iterations, expected {iters}')
+        if ARMS[arm] is not None and not any(focused):
+            raise RuntimeError(f'bench_train_step: arm {arm!r} never masked (fd/active 0 in all {iters} '
+                               'iterations): its figure would time a hook that does nothing')
     return {arm: results[arm] for arm in arms}
+
+
+def by_focus(ratios, focused) -> tuple:
+    """(ratios of the plain rounds, ratios of the focused rounds)."""
+    return tuple([r for r, f in zip(ratios, focused) if f == flag] for flag in (0.0, 1.0))
 
 
 def weighted_median(ratios, focused) -> float:
     """Median ratio of the plain and of the focused rounds, weighted by how many rounds each has."""
-    groups = [[r for r, f in zip(ratios, focused) if f == flag] for flag in (0.0, 1.0)]
-    return sum(len(g) * statistics.median(g) for g in groups if g) / len(ratios)
+    return sum(len(g) * statistics.median(g) for g in by_focus(ratios, focused) if g) / len(ratios)
 
 
 def summarise(results: dict, warmup: int, bootstrap: int = 2000) -> dict:
-    """{arm: dict(seconds, figure, interval, spread, plain, focused, fraction)} from the timed rounds."""
+    """{arm: dict(seconds, figure, interval, spread, plain, focused)} from the timed rounds; plain and
+    focused are (median ratio or None, rounds)."""
     base = results['no hook'][0][warmup:]
     out = {}
     for arm, (times, flags) in results.items():
@@ -212,11 +220,10 @@ def summarise(results: dict, warmup: int, bootstrap: int = 2000) -> dict:
         draw = random.Random(0)  # the same resamples in every run: the interval is a function of the data
         resampled = sorted(weighted_median([ratios[i] for i in picks], [flags[i] for i in picks])
                            for picks in ([draw.randrange(len(ratios)) for _ in ratios] for _ in range(bootstrap)))
-        groups = {name: [r for r, f in zip(ratios, flags) if f == flag] for name, flag in (('plain', 0.0), ('focused', 1.0))}
+        plain, focused = ((statistics.median(g) if g else None, len(g)) for g in by_focus(ratios, flags))
         out[arm] = dict(seconds=statistics.median(times), figure=weighted_median(ratios, flags),
                         interval=(resampled[int(0.025 * bootstrap)], resampled[int(0.975 * bootstrap) - 1]),
-                        spread=spread(ratios), fraction=sum(flags) / len(flags),
-                        **{name: (statistics.median(g) if g else None, len(g)) for name, g in groups.items()})
+                        spread=spread(ratios), plain=plain, focused=focused)
     return out
 
 
@@ -234,10 +241,17 @@ def table(summary, batch, size, rounds, warmup, device) -> list:
         mark = '' if target is None else f'≤ {target}: **{"met" if s["figure"] <= target else "missed"}**'
         groups = ' / '.join('–' if median is None else f'{median:.3f} ({count})'
                             for median, count in (s['plain'], s['focused']))
-        ratios = fmt_spread(s['spread'], 3).split(' (', 1)[1].rstrip(')')
         lines.append(f'| {arm} | {s["seconds"]:.3f} | {batch / s["seconds"]:.1f} | {s["figure"]:.3f} '
-                     f'({s["interval"][0]:.3f}–{s["interval"][1]:.3f}) | {ratios} | {groups} | {mark} |')
+                     f'({s["interval"][0]:.3f}–{s["interval"][1]:.3f}) | {fmt_quartiles(s["spread"], 3)} | {groups} '
+                     f'| {mark} |')
     return lines + ['']
+
+
+def step_section(rounds, warmup, batch, size, threads, amp=False) -> tuple:
+    """(heading, lines) of one training-step section of bench/results.md."""
+    summary = summarise(run_rounds(rounds, warmup, batch, size, threads, amp), warmup)
+    lines = table(summary, batch, size, rounds, warmup, device_name(threads, amp)) + [pin_malloc() + '.']
+    return f'Training step, {"CUDA" if torch.cuda.is_available() else "CPU"}{", AMP" if amp else ""}', lines
 
 
 def device_name(threads: int, amp: bool) -> str:
@@ -270,12 +284,8 @@ def main():
         parser.error(f'--rounds must be at least 4 (the spread of the per-round ratios), got {args.rounds}')
     if args.warmup < 0:
         parser.error(f'--warmup must not be negative, got {args.warmup}')
-    allocator = pin_malloc()
-    summary = summarise(run_rounds(args.rounds, args.warmup, args.batch, args.size, args.threads, args.amp),
-                        args.warmup)
-    lines = table(summary, args.batch, args.size, args.rounds, args.warmup,
-                  device_name(args.threads, args.amp)) + [allocator + '.']
-    heading = f'Training step, {"CUDA" if cuda else "CPU"}{", AMP" if args.amp else ""}: run {args.run}'
+    heading, lines = step_section(args.rounds, args.warmup, args.batch, args.size, args.threads, args.amp)
+    heading = f'{heading}: run {args.run}'
     print('\n'.join([f'## {heading}', '', *lines]))
     if args.results != '-':
         write_section(heading, lines, **({'path': args.results} if args.results else {}))

@@ -54,11 +54,15 @@ def spread(ratios) -> dict:
     return dict(median=median, q1=q1, q3=q3, low=min(ratios), high=max(ratios), rounds=len(ratios))
 
 
+def fmt_quartiles(s: dict, digits: int = 2) -> str:
+    """``IQR 1.20–1.25, range 1.10–1.40``."""
+    f = f'.{digits}f'
+    return f'IQR {s["q1"]:{f}}–{s["q3"]:{f}}, range {s["low"]:{f}}–{s["high"]:{f}}'
+
+
 def fmt_spread(s: dict, digits: int = 2) -> str:
     """``1.23 (IQR 1.20–1.25, range 1.10–1.40)``."""
-    f = f'.{digits}f'
-    return (f'{s["median"]:{f}} (IQR {s["q1"]:{f}}–{s["q3"]:{f}}, '
-            f'range {s["low"]:{f}}–{s["high"]:{f}})')
+    return f'{s["median"]:.{digits}f} ({fmt_quartiles(s, digits)})'
 
 
 def write_section(heading: str, lines, path: Path = RESULTS) -> None:

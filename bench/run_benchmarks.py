@@ -80,17 +80,11 @@ def operator_sections(rounds, run, allocator) -> None:
         write_section(f'Operator, CUDA: run {run}', lines)
 
 
-def step_sections(rounds, warmup, threads, run, allocator) -> None:
-    batch, size = 8, 128
-    if torch.cuda.is_available():
-        batch, size = 64, 224
+def step_sections(rounds, warmup, threads, run) -> None:
+    batch, size = (64, 224) if torch.cuda.is_available() else (8, 128)
     for amp in ((False, True) if torch.cuda.is_available() else (False,)):
-        summary = bench_train_step.summarise(bench_train_step.run_rounds(rounds, warmup, batch, size, threads, amp),
-                                             warmup)
-        lines = bench_train_step.table(summary, batch, size, rounds, warmup,
-                                       bench_train_step.device_name(threads, amp)) + [allocator + '.']
-        write_section(f'Training step, {"CUDA" if torch.cuda.is_available() else "CPU"}'
-                      f'{", AMP" if amp else ""}: run {run}', lines)
+        heading, lines = bench_train_step.step_section(rounds, warmup, batch, size, threads, amp)
+        write_section(f'{heading}: run {run}', lines)
 
 
 def pipeline_section(tmp: Path) -> list:
@@ -138,7 +132,7 @@ def main():
     if not args.no_operator:
         operator_sections(args.rounds, args.run, allocator)
     if not args.no_step:
-        step_sections(args.step_rounds, args.step_warmup, args.threads, args.run, allocator)
+        step_sections(args.step_rounds, args.step_warmup, args.threads, args.run)
     with tempfile.TemporaryDirectory(prefix='fd_bench_') as tmp:
         if args.pipeline:
             write_section('README main job: `bash tools/run_demo.sh`', pipeline_section(Path(tmp)))
