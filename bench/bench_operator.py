@@ -36,7 +36,7 @@ from torch import nn
 from fdrop_mm import FocusedDropout, focused_mask, reference_channel
 from fdrop_mm.focused_dropout import UndrivenFocusedDropoutWarning
 
-from results_md import fmt_spread, machine, pin_malloc, spread, write_section  # bench/ is this script's folder
+from results_md import Provenance, fmt_spread, pin_malloc, spread, write_section  # bench/ is this script's folder
 
 SHAPES = [(32, 1024, 14, 14), (16, 256, 56, 56), (64, 2048, 7, 7)]  # ResNet-50 layer3, layer1, layer4
 DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
@@ -122,12 +122,12 @@ def variant_rows(shape, dtype_name, layout_name, results) -> list:
 
 
 def operator_section(device, rounds, shapes, dtypes, layouts, calls=1, allocator='') -> list:
-    """The section's lines: one row per shape × dtype × layout, then the peers' names."""
+    """The section's lines: its provenance, one row per shape × dtype × layout, then the peers' names."""
+    record = Provenance()
     threads = torch.get_num_threads()
     where = (f'CPU, {threads} thread{"s" if threads > 1 else ""}' if device == 'cpu' else
              f'CUDA {torch.cuda.get_device_name()}, {calls} calls between two synchronisations per sample')
-    lines = [machine() + '.', '',
-             f'{where}; {rounds} interleaved rounds (each times every operator back to back, the order '
+    lines = [f'{where}; {rounds} interleaved rounds (each times every operator back to back, the order '
              f'rotating); × floor = median of the per-round ratios (IQR, range). Bound: ≤ {BOUND}× the floor.', '']
     rows = []
     for shape in shapes:
@@ -142,7 +142,10 @@ def operator_section(device, rounds, shapes, dtypes, layouts, calls=1, allocator
               f'`{READ}`: the floor and one read of x, the least any unfused FocusedDropout can cost here; '
               f'`{SUMS}`: the floor and FocusedDropout\'s channel sums and their argmax; the rest of FD × floor is its '
               'per-sample mask work and call overhead.', '']
-    return lines + ([allocator + '.', ''] if allocator else [])
+    if device == 'cpu' and not torch.cuda.is_available():
+        lines += ['CUDA rows: not taken here (torch.cuda.is_available() is False); `bench/bench_operator.py '
+                  '--device cuda` takes them where there is a GPU (bench/gpu_check.sh runs it).', '']
+    return record.lines() + lines + ([allocator + '.', ''] if allocator else [])
 
 
 def fused_section(rounds, shape=(32, 1024, 14, 14), bn='train') -> list:
@@ -152,7 +155,8 @@ def fused_section(rounds, shape=(32, 1024, 14, 14), bn='train') -> list:
     a separate oneDNN call in every block: it adds the same time to each and only noise to
     the differences.) ``bn='eval'`` puts BN in eval mode with non-trivial running statistics
     (``norm_eval``, frozen BN): BN + ReLU is then pointwise, so inductor may fold it into the
-    loop of FD's channel sums."""
+    loop of FD's channel sums. The lines start with the section's provenance."""
+    record = Provenance()
     torch.manual_seed(0)
     x = torch.randn(*shape).requires_grad_()
     grad = torch.randn(*shape)
@@ -182,8 +186,7 @@ def fused_section(rounds, shape=(32, 1024, 14, 14), bn='train') -> list:
     def added_ms(kind):
         return (results[f'{kind} BN+ReLU + FocusedDropout'][0] - results[f'{kind} BN+ReLU + x * m'][0]) * 1e3
 
-    lines = [machine() + '.', '',
-             f'CPU, {torch.get_num_threads()} thread(s), float32 {"×".join(map(str, shape))}, '
+    lines = [f'CPU, {torch.get_num_threads()} thread(s), float32 {"×".join(map(str, shape))}, '
              f'BN ({"training" if bn == "train" else "eval mode"}) + ReLU '
              f'producer, forward + backward; {rounds} interleaved rounds; ratios to `{floor}` in the same round.', '',
              '| block | ms | × compiled floor block (IQR, range) |', '|---|---|---|']
@@ -193,7 +196,7 @@ def fused_section(rounds, shape=(32, 1024, 14, 14), bn='train') -> list:
     lines += ['', f'Compiled, the FocusedDropout block costs {fmt_spread(compiled)}× the x·m block (bound ≤ {BOUND}×: '
                   f'**{"met" if compiled["median"] <= BOUND else "missed"}**); FD adds {added_ms("compiled"):.2f} ms '
                   f'to the block. Eager: {fmt_spread(eager)}×, FD adds {added_ms("eager"):.2f} ms.', '']
-    return lines
+    return record.lines() + lines
 
 
 def main():

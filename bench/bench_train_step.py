@@ -41,13 +41,14 @@ from mmengine.runner import Runner
 
 from fdrop_mm.testing import make_imagenet
 
-from results_md import fmt_quartiles, machine, pin_malloc, spread, write_section  # bench/ is this script's folder
+from results_md import Provenance, fmt_quartiles, pin_malloc, spread, write_section  # bench/ is this script's folder
 
 REPO = Path(__file__).resolve().parents[1]
 
 ARMS = {'no hook': None, 'FD, participation 1.0': 1.0, 'FD, participation 0.1': 0.1}
 TARGETS = {1.0: 1.02, 0.1: 1.01}  # issue #7
 NUM_CLASSES = 10  # of the generated images; the config's head is set to match
+BOOTSTRAP = 2000  # resamples of the rounds for the 95% interval
 TURN_TIMEOUT = 600  # seconds one iteration (or building a Runner) may take before the bench gives up
 
 
@@ -209,7 +210,7 @@ def weighted_median(ratios, focused) -> float:
     return sum(len(g) * statistics.median(g) for g in by_focus(ratios, focused) if g) / len(ratios)
 
 
-def summarise(results: dict, warmup: int, bootstrap: int = 2000) -> dict:
+def summarise(results: dict, warmup: int, bootstrap: int = BOOTSTRAP) -> dict:
     """{arm: dict(seconds, figure, interval, spread, plain, focused)} from the timed rounds; plain and
     focused are (median ratio or None, rounds)."""
     base = results['no hook'][0][warmup:]
@@ -228,11 +229,11 @@ def summarise(results: dict, warmup: int, bootstrap: int = 2000) -> dict:
 
 
 def table(summary, batch, size, rounds, warmup, device) -> list:
-    lines = [machine() + '.', '',
-             f'ResNet-50 ImageClassifier, {device}, batch {batch} at {size}×{size}, SGD; the three arms take turns '
+    lines = [f'ResNet-50 ImageClassifier, {device}, batch {batch} at {size}×{size}, SGD; the three arms take turns '
              f'iteration by iteration, {rounds} rounds ({warmup} warm-up rounds not timed), the order rotating. '
              '× no hook = median of the per-round ratios arm / no hook over the plain and over the focused '
-             'iterations, weighted by their counts, with a bootstrap 95% interval; the IQR and range are those '
+             f'iterations, weighted by their counts, with a bootstrap 95% interval ({BOOTSTRAP} resamples of the '
+             'rounds); the IQR and range are those '
              'of the per-round ratios.', '',
              '| arm | s/iter | images/s | × no hook (95% interval) | per-round ratios | plain / focused: median (rounds) | target |',
              '|---|---|---|---|---|---|---|']
@@ -248,9 +249,11 @@ def table(summary, batch, size, rounds, warmup, device) -> list:
 
 
 def step_section(rounds, warmup, batch, size, threads, amp=False) -> tuple:
-    """(heading, lines) of one training-step section of bench/results.md."""
+    """(heading, lines) of one training-step section of bench/results.md, its provenance first."""
+    record = Provenance()
     summary = summarise(run_rounds(rounds, warmup, batch, size, threads, amp), warmup)
     lines = table(summary, batch, size, rounds, warmup, device_name(threads, amp)) + [pin_malloc() + '.']
+    lines = record.lines() + lines
     return f'Training step, {"CUDA" if torch.cuda.is_available() else "CPU"}{", AMP" if amp else ""}', lines
 
 

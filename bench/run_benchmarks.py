@@ -1,11 +1,14 @@
-"""Run fdrop_mm's benchmarks into bench/results.md (date, machine, tables, targets met/missed).
+"""Run fdrop_mm's benchmarks into bench/results.md (provenance, tables, targets met/missed).
 
-    .venv/bin/python bench/run_benchmarks.py --run 1               # operator + training step
+    .venv/bin/python bench/run_benchmarks.py --run 1               # operator, fused, training step
     .venv/bin/python bench/run_benchmarks.py --run 2               # the second run, to compare
-    .venv/bin/python bench/run_benchmarks.py --pipeline --setup    # + the README main job, setup
+    .venv/bin/python bench/run_benchmarks.py --pipeline --no-operator --no-step   # the README main job only
+    .venv/bin/python bench/run_benchmarks.py --setup --no-operator --no-step      # setup times only
 
-Each part writes (or replaces) its own section of bench/results.md, labelled with ``--run``;
-the other sections stay, so two runs stand side by side.
+Each part writes (or replaces) its own section of bench/results.md, the benchmark sections
+labelled with ``--run``; the other sections stay, so two runs stand side by side. Every section
+starts with its provenance (results_md.Provenance): this command, the commit, the machine, the
+date and the load it saw.
 
 - operator: FocusedDropout forward + backward against the memory floor, nn.Dropout2d and
   DropBlock, 3 shapes × float32/bfloat16 × contiguous/channels_last, and the torch.compile
@@ -33,7 +36,7 @@ import torch
 
 import bench_operator  # bench/ is on sys.path: it is this script's folder
 import bench_train_step
-from results_md import machine, pin_malloc, write_section
+from results_md import Provenance, machine, pin_malloc, write_section
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -61,7 +64,7 @@ def measure_command(cmd, log: Path, cwd=REPO, env=None) -> dict:
     return result
 
 
-def operator_sections(rounds, run, allocator) -> None:
+def operator_sections(rounds, fused_rounds, run, allocator) -> None:
     lines = bench_operator.operator_section('cpu', rounds, bench_operator.SHAPES, ['float32', 'bfloat16'],
                                             list(bench_operator.LAYOUTS), allocator=allocator)
     lines.append('mmdet\'s DropBlock (timed on float32 contiguous only) is an order of magnitude slower than '
@@ -70,9 +73,9 @@ def operator_sections(rounds, run, allocator) -> None:
                  '(fdrop_mm/models/regularizers.py), which runs near the floor.')
     write_section(f'Operator, CPU: run {run}', lines)
     write_section(f'Operator fused with its producer (torch.compile), CPU: run {run}',
-                  bench_operator.fused_section(rounds) + [allocator + '.'])
+                  bench_operator.fused_section(fused_rounds) + [allocator + '.'])
     write_section(f'Operator fused with its producer (torch.compile, BN eval), CPU: run {run}',
-                  bench_operator.fused_section(rounds, bn='eval') + [allocator + '.'])
+                  bench_operator.fused_section(fused_rounds, bn='eval') + [allocator + '.'])
     if torch.cuda.is_available():
         lines = bench_operator.operator_section('cuda', rounds, bench_operator.SHAPES,
                                                 ['float32', 'bfloat16', 'float16'], list(bench_operator.LAYOUTS),
@@ -88,15 +91,19 @@ def step_sections(rounds, warmup, threads, run) -> None:
 
 
 def pipeline_section(tmp: Path) -> list:
+    """The README main job's section: its provenance, wall time and peak memory."""
+    record = Provenance()
     result = measure_command(['bash', 'tools/run_demo.sh', '--work-dir', tmp / 'pipeline_work',
                               '--data-root', tmp / 'pipeline_data'], tmp / 'run_demo.log')
-    return [machine() + '.', '', 'Fresh --work-dir and --data-root (every stage runs, the tiny data is generated), '
+    return record.lines() + ['Fresh --work-dir and --data-root (every stage runs, the tiny data is generated), '
             'the environment already set up.', '',
             '| wall time | peak memory (largest process) |', '|---|---|',
             f'| {result["seconds"] / 60:.1f} min | {result["peak_rss_mib"]:.0f} MiB |', '']
 
 
 def setup_section(tmp: Path) -> list:
+    """tools/setup_env.sh in a fresh clone, with empty and then filled caches: provenance, wall times."""
+    record = Provenance()
     env = {k: v for k, v in os.environ.items() if k not in ('VIRTUAL_ENV', 'FDROP_VENV', 'PYTHONPATH')}
     env.update(FDROP_CACHE=str(tmp / 'fdrop_cache'), PIP_CACHE_DIR=str(tmp / 'pip_cache'))
     rows = []
@@ -106,13 +113,15 @@ def setup_section(tmp: Path) -> list:
         result = measure_command(['bash', 'tools/setup_env.sh'], tmp / f'setup_{len(rows)}.log', cwd=clone, env=env)
         subprocess.run(['rm', '-rf', str(clone)], check=True)  # keep the caches, drop the venv
         rows.append(f'| {label} | {result["seconds"] / 60:.1f} min |')
-    return [machine() + '.', '', '| caches | wall time |', '|---|---|', *rows, '']
+    return record.lines() + ['| caches | wall time |', '|---|---|', *rows, '']
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--run', default='1', help='label of this run in the section headings')
     parser.add_argument('--rounds', type=int, default=41, help='operator: interleaved rounds per configuration')
+    parser.add_argument('--fused-rounds', type=int, default=21,
+                        help='operator fused with its producer (torch.compile): interleaved rounds')
     parser.add_argument('--step-rounds', type=int, default=300,
                         help='training step: timed rounds (one iteration of every arm each)')
     parser.add_argument('--step-warmup', type=int, default=3, help='training step: untimed rounds first')
@@ -125,12 +134,8 @@ def main():
     torch.set_num_threads(args.threads)
     allocator = pin_malloc()
     started = time.perf_counter()
-    if not torch.cuda.is_available():
-        write_section('CUDA', ['CUDA: not available here (torch.cuda.is_available() is False), so the CUDA timings '
-                               '(float32, bfloat16, float16, channels_last operator rows; ResNet-50 images/s with and '
-                               'without FD) are skipped; bench/gpu_check.sh runs them where a GPU is lent.'])
     if not args.no_operator:
-        operator_sections(args.rounds, args.run, allocator)
+        operator_sections(args.rounds, args.fused_rounds, args.run, allocator)
     if not args.no_step:
         step_sections(args.step_rounds, args.step_warmup, args.threads, args.run)
     with tempfile.TemporaryDirectory(prefix='fd_bench_') as tmp:
