@@ -12,7 +12,6 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 
 __all__ = ['reference_channel', 'focused_mask', 'focused_dropout', 'FocusedDropout',
            'UndrivenFocusedDropoutWarning']
@@ -70,10 +69,16 @@ def _spatial_sums(x: Tensor, out: Optional[Tensor] = None) -> Tensor:
     return torch.sum(x, dim=(2, 3), out=out)
 
 
+def _under_torch_func() -> bool:
+    """True inside a torch.func transform (vmap, grad, ...), whose tensors must not outlive it."""
+    return not torch.compiler.is_compiling() and torch._C._are_functorch_transforms_active()
+
+
 def _channel_sums(x: Tensor, compute_dtype: torch.dtype) -> Tensor:
     """(N, C) spatial sums of x in ``compute_dtype``: one read of x, no copy of it."""
-    if x.device.type != 'cpu' or torch.compiler.is_compiling():
-        return x.sum(dim=(2, 3), dtype=compute_dtype)  # CUDA and inductor cast inside the reduction
+    if x.device.type != 'cpu' or torch.compiler.is_compiling() or _under_torch_func():
+        # CUDA and inductor cast inside the reduction; vmap has no out= or channels_last query
+        return x.sum(dim=(2, 3), dtype=compute_dtype)
     if x.dtype == compute_dtype:
         return _spatial_sums(x)
     n, c, h, w = x.shape
@@ -102,23 +107,10 @@ def reference_channel(x: Tensor) -> Tensor:
 
 @torch.no_grad()
 def _dropped(x: Tensor, gamma: Tensor) -> Tensor:
-    """The (N, 1, H, W) bool mask of the positions FocusedDropout drops, for validated inputs;
-    ``gamma`` is a (N,) tensor on x's device.
-
-    One read of x for the channel sums (Eq. 1; the argmax of sums is the argmax of
-    means), a gather of the reference channel (Eq. 2), its spatial max (Eq. 3) and
-    the threshold (Eq. 4), all in float32 (float64 for float64 input), so
-    half-precision input gives the float32 mask up to the rounding of x itself.
-    Non-finite input gets a defined mask: a channel whose sum is NaN is never the
-    reference (unless all are), the peak positions are always kept (so an +inf
-    peak, whose threshold γ·inf keeps nothing, keeps its +inf positions), and a
-    sample whose peak is <= 0 or NaN keeps everything.
-
-    Kept is "above γ·peak, or the peak itself" (the reference is never above its
-    peak, and holds no NaN unless the peak is NaN); every per-sample rule goes
-    into one (N, 1, 1) bound, so the (N, 1, H, W) plane sees one comparison:
-    dropped = reference <= min(γ·peak, the float below peak), and the bound is NaN
-    (nothing compares <= NaN, so all is kept) where the peak is <= 0 or NaN.
+    """The (N, 1, H, W) bool mask of the positions dropped at the (N,) ``gamma`` (Eqs. 1-4),
+    in float32 (float64 for float64 x). Every per-sample rule is one (N, 1, 1) bound, so the
+    plane sees one comparison: dropped = reference <= min(γ·peak, the float below peak), and
+    the bound is NaN (all kept) where the peak is <= 0 or NaN. docs/operator.md gives the rules.
     """
     n, _, h, w = x.shape
     compute_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
@@ -148,19 +140,30 @@ def _zero_dropped(t: Tensor, keep_bits: Tensor) -> Tensor:
 
 
 class _ApplyMask(torch.autograd.Function):
-    """x masked by a broadcast (N, 1, H, W) mask; the backward masks the gradient
-    the same way and saves only the mask, not x."""
+    """x masked by a broadcast (N, 1, H, W) mask, saving only the mask. The mask is a
+    constant, so the backward is the same masking of the gradient, itself differentiable
+    (double backward, gradient penalties); setup_context and vmap serve torch.func."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, keep_bits: Tensor) -> Tensor:
-        ctx.save_for_backward(keep_bits)
+    def forward(x: Tensor, keep_bits: Tensor) -> Tensor:
         return _zero_dropped(x, keep_bits)
 
     @staticmethod
-    @once_differentiable
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(inputs[1])
+
+    @staticmethod
     def backward(ctx, grad: Tensor):
         keep_bits, = ctx.saved_tensors
-        return _zero_dropped(grad, keep_bits), None
+        return _ApplyMask.apply(grad, keep_bits), None
+
+    @staticmethod
+    def vmap(info, in_dims, x: Tensor, keep_bits: Tensor):
+        # batch dimensions in front: (B, N, C, H, W) and (B, N, 1, H, W) or (N, 1, H, W) broadcast
+        x_dim, keep_dim = in_dims
+        x = x if x_dim is None else x.movedim(x_dim, 0)
+        keep_bits = keep_bits if keep_dim is None else keep_bits.movedim(keep_dim, 0)
+        return _ApplyMask.apply(x, keep_bits), 0
 
 
 def focused_mask(x: Tensor, gamma: Union[float, Tensor]) -> Tensor:
@@ -223,16 +226,40 @@ def focused_dropout(x: Tensor, gamma: Union[float, Tensor], opposite: bool = Fal
 
 def _masked(x: Tensor, gamma: Tensor, opposite: bool) -> Tuple[Tensor, Tensor]:
     """x masked, and the (N, 1, H, W) bool mask of the focused area's complement."""
+    _check_capturable()
     dropped = _dropped(x, gamma)
     return _ApplyMask.apply(x, _keep_bits(dropped, x.dtype, keep_dropped=opposite)), dropped
+
+
+def _check_capturable() -> None:
+    """torch.export and torch.jit.trace would record a mask that no gradient flows through
+    (export) or fail inside torch (trace): refuse both in training mode, naming what works."""
+    capture = 'torch.export' if torch.compiler.is_exporting() else \
+        'torch.jit.trace' if not torch.compiler.is_compiling() and torch.jit.is_tracing() else None
+    if capture is not None:
+        raise RuntimeError(f'FocusedDropout cannot be captured by {capture} while it masks (training mode): '
+                           f'capture the model in eval mode, where FocusedDropout is the identity, and train '
+                           f'eagerly or under torch.compile (docs/operator.md, "Beyond eager autograd")')
 
 
 class UndrivenFocusedDropoutWarning(UserWarning):
     """A FocusedDropout module masks every training batch because no FocusedDropoutHook drives it."""
 
 
+class _ScriptedFocusedDropout(nn.Module):
+    """FocusedDropout under torch.jit.script: the identity in eval mode, an error in training."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training:
+            raise RuntimeError('FocusedDropout cannot mask under torch.jit.script: script the model in eval '
+                               'mode (FocusedDropout is the identity there), train eagerly or under '
+                               'torch.compile (docs/operator.md, "Beyond eager autograd")')
+        return x
+
+
 class FocusedDropout(nn.Module):
-    """Keep the units in the reference channel's focused area, zero the rest (§4).
+    """Keep the units in the reference channel's focused area, zero the rest (§4):
+    ``focused_dropout`` at a γ drawn per sample; docs/operator.md gives the semantics.
 
     Args:
         gamma_range: γ is drawn per sample, uniformly from this range, at every
@@ -243,12 +270,6 @@ class FocusedDropout(nn.Module):
             "opposite approach" ablation, §5.2.4).
         in_channels: accepted and ignored, because mmcv's ``build_plugin_layer``
             (mmdet ResNet's ``plugins=``) always passes it.
-
-    Kept units are not rescaled: the paper multiplies by the mask only. Dropped
-    units are exactly 0, also where x is ±inf or NaN; kept units are x unchanged,
-    NaN and inf included, so FocusedDropout never creates a NaN (see
-    ``focused_mask`` for the mask of non-finite input). The gradient is the
-    upstream gradient at kept units and 0 at dropped ones.
 
     The module is the identity in eval mode and while ``active`` is False. Used
     alone it is always active: it masks every training batch, which is not the
@@ -308,8 +329,20 @@ class FocusedDropout(nn.Module):
         if self._gamma_seed is not None and self._generator is None:
             self._generator = torch.Generator(device=x.device).manual_seed(self._gamma_seed)
         low, high = self.gamma_range
-        self._held_gamma = torch.empty(x.shape[0], device=x.device).uniform_(low, high, generator=self._generator)
-        return self._held_gamma
+        # allocated from x, so that under vmap(randomness='different') each vmapped call draws its own γ
+        gamma = torch.empty_like(x[:, 0, 0, 0], dtype=torch.get_default_dtype(),
+                                 memory_format=torch.contiguous_format)
+        try:
+            gamma.uniform_(low, high, generator=self._generator)
+        except RuntimeError as error:  # vmap's default randomness='error'
+            if not _under_torch_func():
+                raise
+            raise RuntimeError(f"{self!r} draws γ at random: pass randomness='different' to torch.func.vmap "
+                               f"(each vmapped call draws its own γ, as the samples of a batch do) or 'same', "
+                               f'or call focused_dropout with a fixed γ') from error
+        if not _under_torch_func():  # a transform's tensors must not outlive it
+            self._held_gamma = gamma
+        return gamma
 
     def forward(self, x: Tensor) -> Tensor:
         if not (self.training and self.active):
@@ -321,8 +354,13 @@ class FocusedDropout(nn.Module):
                           f"paper's method (§4). Add custom_hooks = [dict(type='FocusedDropoutHook')] to "
                           f'drive it.', UndrivenFocusedDropoutWarning, stacklevel=2)
         _check_input(x)
-        out, self._latest_dropped = _masked(x, self._draw_gamma(x), self.opposite)
+        out, dropped = _masked(x, self._draw_gamma(x), self.opposite)
+        self._latest_dropped = None if _under_torch_func() else dropped
         return out
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        """What torch.jit.script compiles in place of this module (the mask is not scriptable)."""
+        return _ScriptedFocusedDropout().train(self.training)
 
     @property
     def last_keep_ratio(self) -> Optional[Tensor]:

@@ -164,10 +164,14 @@ def test_seeded_gamma_repeats_and_continues():
 
 @pytest.mark.parametrize('dtype', DTYPES)
 def test_module_forward_backward_every_dtype(dtype):
-    x = torch.randn(2, 4, 5, 3).to(dtype).requires_grad_()
-    out = FocusedDropout().train()(x)
-    out.float().sum().backward()
-    assert out.dtype == dtype and x.grad.dtype == dtype
+    x = _exact_in(dtype, seed=3).requires_grad_()
+    upstream = _exact_in(dtype, seed=4)
+    out = FocusedDropout(gamma_range=(0.5, 0.5)).train()(x)
+    out.backward(upstream)
+    mask = reference_mask(x.detach().float(), [0.5] * 4).to(dtype)
+    assert 0 < mask.sum() < mask.numel()
+    assert out.dtype == dtype and torch.equal(out, x.detach() * mask)
+    assert x.grad.dtype == dtype and torch.equal(x.grad, upstream * mask)
 
 
 @pytest.mark.parametrize('bad, error, words', [
@@ -248,6 +252,160 @@ def test_functional_is_what_the_module_computes(opposite):
     assert torch.equal(module(x), expected)
     with pytest.raises(TypeError, match='gamma'):
         focused_dropout(x, '0.4')
+
+
+# Beyond first-order eager autograd (docs/operator.md, "Beyond eager autograd")
+
+def _grid_input(n=3, c=4, h=5, w=6, seed=0):
+    """float64 x on a grid of 1/8 with channel 0 the clear reference: finite differences of a
+    few 1e-6 move no value across the threshold at γ = 0.4321 and change no argmax."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(-16, 17, (n, c, h, w), generator=g).double() / 8
+    x[:, 0] += 2
+    return x
+
+
+@pytest.mark.parametrize('opposite', [False, True])
+def test_gradgradcheck_float64(opposite):
+    from fdrop_mm.focused_dropout import focused_dropout
+    x = _grid_input().requires_grad_()
+    mask = reference_mask(x.detach(), [0.4321] * 3)
+    assert 0 < mask.sum() < mask.numel()
+
+    def masked_tanh(t):  # non-linear, so the second derivative with respect to x is not 0
+        return focused_dropout(t, 0.4321, opposite=opposite).tanh()
+    assert torch.autograd.gradcheck(masked_tanh, (x,))
+    assert torch.autograd.gradgradcheck(masked_tanh, (x,))
+
+
+class _Discriminator(torch.nn.Module):
+    """conv, softplus, ``regularizer``, conv, mean: a small D for gradient penalties."""
+
+    def __init__(self, regularizer):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1, self.conv2 = torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.Conv2d(6, 4, 3)
+        self.regularizer = regularizer
+
+    def features(self, x):
+        return torch.nn.functional.softplus(self.conv1(x))
+
+    def forward(self, x):
+        return self.conv2(self.regularizer(self.features(x)).tanh()).mean(dim=(1, 2, 3))
+
+
+def _r1_gradients(discriminator, x):
+    """R1 penalty ||dD(x)/dx||^2 and its gradient with respect to D's parameters."""
+    x = x.clone().requires_grad_()
+    score_gradient, = torch.autograd.grad(discriminator(x).sum(), x, create_graph=True)
+    penalty = score_gradient.square().sum()
+    # conv2's bias does not enter dD/dx: its gradient is 0
+    return penalty.detach(), torch.autograd.grad(penalty, list(discriminator.parameters()), materialize_grads=True)
+
+
+def test_r1_gradient_penalty_through_focused_dropout():
+    """The oracle: the same D with the mask as an explicit constant ``h * m``, m from the
+    per-sample reference transcription of §4 on D's own activations."""
+    x = torch.randn(4, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    fd = _Discriminator(FocusedDropout(gamma_range=(0.5, 0.5)).train()).double()
+    with torch.no_grad():
+        m = reference_mask(fd.features(x), [0.5] * 4)
+    assert 0 < m.sum() < m.numel(), 'the mask must drop some positions and keep others'
+    oracle = _Discriminator(lambda h: h * m).double()
+    unmasked = _Discriminator(torch.nn.Identity()).double()
+    penalty, gradients = _r1_gradients(fd, x)
+    oracle_penalty, oracle_gradients = _r1_gradients(oracle, x)
+    torch.testing.assert_close(penalty, oracle_penalty)
+    for gradient, expected in zip(gradients, oracle_gradients):
+        torch.testing.assert_close(gradient, expected)
+    conv1_weight_gradient = gradients[0]
+    assert not torch.allclose(conv1_weight_gradient, _r1_gradients(unmasked, x)[1][0]), 'the mask must matter'
+
+
+def test_vmap_masks_each_call_as_a_batch_does_and_records_nothing():
+    from fdrop_mm.focused_dropout import focused_dropout
+    x = _exact_in(torch.float32, n=5)
+    expected = x * reference_mask(x, [0.4] * 5)
+    per_call = torch.func.vmap(lambda sample: focused_dropout(sample[None], 0.4)[0])
+    assert torch.equal(per_call(x), expected)
+    assert torch.equal(per_call(x.to(memory_format=torch.channels_last)), expected)
+    module = FocusedDropout(gamma_range=(0.4, 0.4)).train()
+    assert torch.equal(torch.func.vmap(lambda sample: module(sample[None])[0], randomness='same')(x), expected)
+    assert module.last_keep_ratio is None, "a transform's tensors must not outlive it"
+
+
+@pytest.mark.parametrize('randomness', ['different', 'same'])
+def test_vmap_randomness_decides_whether_calls_share_gamma(randomness):
+    # every call sees the ramp 0..99 / 99, so its kept count reveals its γ
+    ramp = (torch.arange(100.0).view(10, 10) / 99).expand(64, 1, 1, 10, 10)
+    module = FocusedDropout(gamma_range=(0.3, 0.6)).train()
+    out = torch.func.vmap(module, randomness=randomness)(ramp)
+    kept = out.ne(0).flatten(1).sum(1)
+    assert kept.min() >= 99 - int(99 * 0.6) and kept.max() <= 99 - int(99 * 0.3)
+    assert len(set(kept.tolist())) > 5 if randomness == 'different' else len(set(kept.tolist())) == 1
+
+
+def test_vmap_without_randomness_names_focused_dropout():
+    module = FocusedDropout().train()
+    with pytest.raises(RuntimeError, match=r"FocusedDropout\(.*randomness='different'"):
+        torch.func.vmap(module)(torch.rand(4, 1, 3, 5, 5))
+
+
+def test_per_sample_gradients_with_func_grad_and_vmap():
+    """torch.func.grad under vmap: each sample's parameter gradient equals the gradient of
+    that sample alone through the explicit ``h * m`` network."""
+    x = torch.randn(4, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    fd = _Discriminator(FocusedDropout(gamma_range=(0.5, 0.5)).train()).double()
+    params = {name: p.detach() for name, p in fd.named_parameters()}
+
+    def score(p, sample):
+        return torch.func.functional_call(fd, p, (sample[None],)).sum()
+    per_sample = torch.func.vmap(torch.func.grad(score), in_dims=(None, 0), randomness='same')(params, x)
+    with torch.no_grad():
+        m = reference_mask(fd.features(x), [0.5] * 4)
+    for n in range(4):
+        oracle = _Discriminator(lambda h: h * m[n:n + 1]).double()
+        expected = torch.autograd.grad(oracle(x[n:n + 1]).sum(), list(oracle.parameters()))
+        for name, gradient in zip(params, expected):
+            torch.testing.assert_close(per_sample[name][n], gradient)
+
+
+def _net(gamma_range=(0.5, 0.5)):
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), FocusedDropout(gamma_range))
+
+
+@pytest.mark.parametrize('capture', ['jit.script', 'jit.trace', 'export', 'export non-strict'])
+def test_capture_in_eval_mode_is_the_identity_and_in_training_names_focused_dropout(capture):
+    x = torch.randn(2, 3, 6, 6)
+    build = {'jit.script': lambda net: torch.jit.script(net),
+             'jit.trace': lambda net: torch.jit.trace(net, x),
+             'export': lambda net: torch.export.export(net, (x,)).module(),
+             'export non-strict': lambda net: torch.export.export(net, (x,), strict=False).module()}[capture]
+    net = _net().eval()
+    assert torch.equal(build(net)(x), net[0](x))
+    net.train()
+    with pytest.raises((RuntimeError, torch.jit.Error), match='FocusedDropout cannot .* eval mode'):
+        build(net)(x)  # jit.script compiles, and its training forward raises
+    if capture == 'jit.script':
+        with pytest.raises(torch.jit.Error, match='FocusedDropout cannot mask under torch.jit.script'):
+            torch.jit.script(net.eval()).train()(x)
+
+
+def test_torch_compile_trains_like_eager():
+    """aot_eager: the graphs and the backward that inductor would compile, without its C++ build
+    (tests/test_compile.py runs inductor through mmengine's Runner)."""
+    x = torch.randn(4, 3, 6, 6, requires_grad=True)
+    eager, compiled = _net(), _net()
+    out, expected = torch.compile(compiled, backend='aot_eager')(x), eager(x)
+    upstream = torch.randn_like(out)
+    assert torch.equal(out, expected)
+    torch.autograd.backward(out, upstream)
+    eager_x_grad = x.grad.clone()
+    x.grad = None
+    torch.autograd.backward(expected, upstream)
+    assert torch.equal(eager_x_grad, x.grad)
+    assert torch.equal(compiled[0].weight.grad, eager[0].weight.grad)
 
 
 def test_operator_imports_without_any_mm_package(tmp_path):
