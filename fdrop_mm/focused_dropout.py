@@ -142,7 +142,8 @@ def _zero_dropped(t: Tensor, keep_bits: Tensor) -> Tensor:
 class _ApplyMask(torch.autograd.Function):
     """x masked by a broadcast (N, 1, H, W) mask, saving only the mask. The mask is a
     constant, so the backward is the same masking of the gradient, itself differentiable
-    (double backward, gradient penalties); setup_context and vmap serve torch.func."""
+    (double backward, gradient penalties), and so is the forward-mode derivative (jvp);
+    setup_context and vmap serve torch.func."""
 
     @staticmethod
     def forward(x: Tensor, keep_bits: Tensor) -> Tensor:
@@ -151,11 +152,17 @@ class _ApplyMask(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
         ctx.save_for_backward(inputs[1])
+        ctx.save_for_forward(inputs[1])
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         keep_bits, = ctx.saved_tensors
         return _ApplyMask.apply(grad, keep_bits), None
+
+    @staticmethod
+    def jvp(ctx, x_tangent: Tensor, keep_bits_tangent: None) -> Tensor:
+        keep_bits, = ctx.saved_tensors
+        return _ApplyMask.apply(x_tangent, keep_bits)
 
     @staticmethod
     def vmap(info, in_dims, x: Tensor, keep_bits: Tensor):

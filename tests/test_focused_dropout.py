@@ -278,6 +278,17 @@ def test_gradgradcheck_float64(opposite):
     assert torch.autograd.gradgradcheck(masked_tanh, (x,))
 
 
+def test_forward_mode_jvp_and_hessian():
+    from fdrop_mm.focused_dropout import focused_dropout
+    x = _grid_input(n=2, c=3, h=3, w=3)
+    m = reference_mask(x, [0.4321] * 2)
+    tangent = torch.randn_like(x)
+    out, out_tangent = torch.func.jvp(lambda t: focused_dropout(t, 0.4321), (x,), (tangent,))
+    assert torch.equal(out, x * m) and torch.equal(out_tangent, tangent * m)
+    hessian = torch.func.hessian(lambda t: focused_dropout(t, 0.4321).tanh().sum())(x)
+    torch.testing.assert_close(hessian, torch.func.hessian(lambda t: (t * m).tanh().sum())(x))
+
+
 class _Discriminator(torch.nn.Module):
     """conv, softplus, ``regularizer``, conv, mean: a small D for gradient penalties."""
 
