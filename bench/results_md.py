@@ -84,6 +84,7 @@ class Provenance:
         script = Path(sys.argv[0]).resolve()
         shown = script.relative_to(REPO) if script.is_relative_to(REPO) else script
         self.command = command or shlex.join(['python', str(shown), *sys.argv[1:]])
+        self.commit = commit()  # at the start: another commit may land while the run goes on
         self.started = datetime.now(timezone.utc)
         self.load_before = os.getloadavg()
         self._clock, self._busy, self._own = time.perf_counter(), _busy_cpu_seconds(), _own_cpu_seconds()
@@ -95,7 +96,7 @@ class Provenance:
         verdict = 'quiet' if others < QUIET_OTHER_CORES else 'loaded'
         cpu, cores, torch_version, gpu = machine_parts()
         return [f'- Command: `{self.command}` ({wall / 60:.1f} min)',
-                f'- Commit: {commit()}',
+                f'- Commit: {self.commit}',
                 f'- Machine: {cpu}, {cores} cores, torch {torch_version}, {gpu}',
                 f'- Date: {self.started:%Y-%m-%d %H:%M}–{datetime.now(timezone.utc):%H:%M} UTC',
                 f'- Quietness: **{verdict}**: load average (1 / 5 / 15 min) '
