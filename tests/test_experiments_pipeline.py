@@ -2,6 +2,7 @@
 skipping, and multi-process detection training, as a user runs them."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -11,15 +12,36 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 from fdrop_mm.experiments.pipeline import (PAPER_NOTE, RANDOM_INIT, TINY_NOTE, Pipeline, result_row,
-                                         write_results)
+                                         run_pipeline, write_record, write_results)
 from fdrop_mm.experiments.stages import run_stage
 from fdrop_mm.testing import make_imagenet, make_voc
 from tests.conftest import REPO, free_port
 
 TINY_DETECTION = REPO / 'configs/tiny/retinanet_r50_fpn_voc0712_tiny.py'
+CHANCE_TOP1 = 100 / 20  # % on the tiny ImageNet's 20 classes
+# mAP points by which each transferred arm beats the random-init floor on every machine seen:
+# seed 0, baseline / FD / random init, 13.50 / 10.38 / 8.18 (an AMD 2-core machine, older code),
+# 21.15 / 23.35 / 8.01 (another 2-core machine), and docs/results/tiny_seed0.md.
+MAP_MARGIN = 1.0
+RECORD = REPO / 'docs/results/tiny_seed0.md'  # the README's table
+# The floats of a run depend on these; the same values repeat a record bit for bit.
+MACHINE_FIELDS = ('CPU', 'cores', 'torch')
+# The tiny pipeline takes 17-18 min on a quiet 2-core machine; 3x that at least, for a loaded one.
+PIPELINE_TIMEOUT_S = 3600
 
 
-def run(cmd, env=None, timeout=1500):
+def record_fields(text):
+    """A record's ``- key: value`` lines (command, commit, date, the machine, the FD arm)."""
+    return dict(line[2:].split(': ', 1) for line in text.split('\n## Table\n')[0].splitlines()
+                if line.startswith('- '))
+
+
+def record_tables(text):
+    """A record's tables (the runs, the per-class AP): what one machine repeats exactly."""
+    return text.split('\n## Table\n', 1)[1]
+
+
+def run(cmd, env=None, timeout=PIPELINE_TIMEOUT_S):
     proc = subprocess.run([str(c) for c in cmd], cwd=REPO, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})})
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
@@ -30,7 +52,7 @@ def run(cmd, env=None, timeout=1500):
 def pipeline(tmp_path_factory):
     root = tmp_path_factory.mktemp('pipeline')
     stdout = run([sys.executable, 'tools/run_pipeline.py', '--tiny', '--work-dir', root / 'work',
-                  '--data-root', root / 'data'])
+                  '--data-root', root / 'data', '--record', root / 'record.md'])
     return root, stdout, json.loads((root / 'work' / 'results.json').read_text())
 
 
@@ -41,24 +63,44 @@ def test_pipeline_learns_and_reports_both_arms(pipeline):
     assert set(rows) == {'baseline', 'fd', 'random-init'}
     # The detectors learn (an untrained RetinaNet scores 0.0 here), and the transfer changes what
     # they learn: each pretrained arm beats the detector trained the same way (same seed, same
-    # iterations) from a random backbone. A backbone that silently failed to load would give the
-    # random-init number exactly, since the run is deterministic. Seed 0 on the 2-core machine,
-    # identical in two runs: baseline 13.50 %, FD 10.38 %, random init 8.18 %; on a few hundred
-    # synthetic images the margin between arms is noise, so only the order is asserted. The
-    # table is in the paper's units: mAP in % (mmdet's 0.0818 is 8.18).
+    # iterations) from a random backbone, by more than MAP_MARGIN points. A backbone that silently
+    # failed to load would give the random-init number exactly, since the run is deterministic.
+    # Which arm is ahead differs between CPU models (on a few hundred synthetic images the
+    # difference between arms is noise), so no order is asserted; the margin is one that every
+    # machine seen meets (docs/results/tiny_seed0.md and the runs quoted beside MAP_MARGIN).
+    # The table is in the paper's units: mAP in % (mmdet's 0.0818 is 8.18).
     assert results['units']['mAP'] == '%'
     floor = rows['random-init']['mAP']
     assert 2 < floor <= 100, floor
     for arm in ('baseline', 'fd'):
-        assert floor < rows[arm]['mAP'] <= 100, (arm, rows[arm]['mAP'], floor)
+        assert floor + MAP_MARGIN < rows[arm]['mAP'] <= 100, (arm, rows[arm]['mAP'], floor)
     for arm in ('baseline', 'fd', 'random-init'):
         assert len(rows[arm]['class_ap']) == 20
     for arm in ('baseline', 'fd'):
-        assert rows[arm]['top1'] > 40, 'pretraining must beat chance (20 classes, 5%) clearly'
+        assert rows[arm]['top1'] > 8 * CHANCE_TOP1, 'pretraining must beat chance clearly'
         assert rows[arm]['source_checkpoint'].endswith('epoch_4.pth')
     table = (root / 'work' / 'results.md').read_text()
     assert '| baseline |' in table and '| fd |' in table and 'not the paper' in table
     assert table in stdout
+
+
+@pytest.mark.slow
+def test_pipeline_repeats_the_committed_table_on_its_machine(pipeline):
+    """docs/results/tiny_seed0.md (the README's table) is what this run writes with --record,
+    exactly, on the machine it came from; on another CPU model the floats differ, so there
+    the check is skipped, naming both machines."""
+    root, stdout, _ = pipeline
+    own, committed = (root / 'record.md').read_text(), RECORD.read_text()
+    assert f'[pipeline] wrote {root / "record.md"}' in stdout
+    fields = record_fields(own)
+    assert fields['FD arm'] == ('participation 0.5 (configs/tiny/resnet50_fd_tiny-imagenet.py); '
+                                'the paper uses 0.1')
+    here = {key: fields[key] for key in MACHINE_FIELDS}
+    there = {key: record_fields(committed)[key] for key in MACHINE_FIELDS}
+    if here != there:
+        pytest.skip(f'{RECORD.relative_to(REPO)} comes from another machine ({there}) than this one '
+                    f'({here}); other CPU models give other floats')
+    assert record_tables(own) == record_tables(committed)
 
 
 @pytest.mark.slow
@@ -83,7 +125,7 @@ def test_detector_backbone_equals_the_extracted_backbone(pipeline):
 def test_rerun_skips_complete_stages(pipeline):
     root, _, results = pipeline
     stdout = run([sys.executable, 'tools/run_pipeline.py', '--tiny', '--work-dir', root / 'work',
-                  '--data-root', root / 'data'], timeout=300)
+                  '--data-root', root / 'data'], timeout=900)
     assert stdout.count('(complete)') == 5 and '$ ' not in stdout
     assert json.loads((root / 'work' / 'results.json').read_text()) == results
 
@@ -211,3 +253,50 @@ def test_stage_graph_and_a_stage_whose_upstream_is_not_complete(tmp_path):
     assert not (tmp_path / 'work' / 'seed0' / 'detection_fd').exists(), 'nothing ran'
     with pytest.raises(ValueError, match=r"--stage 'seed2/pretrain_fd': no such stage; the stages are "):
         pipeline.run_stage('seed2/pretrain_fd')
+
+
+def test_record_names_its_machine_and_the_fd_participation_of_the_config(tmp_path):
+    pipeline = Pipeline(work_dir=tmp_path / 'work', data_root=tmp_path / 'data', tiny=True)
+    rows = [result_row('baseline', 0, *_records(78.0, 0.2115)), result_row('fd', 0, *_records(70.0, 0.2335)),
+            result_row(RANDOM_INIT, 0, None, _records(0, 0.0801)[1])]
+    write_results(rows, pipeline.work_dir, tiny=True)
+    write_record(tmp_path / 'record.md', pipeline, 'python tools/run_pipeline.py --tiny')
+    text = (tmp_path / 'record.md').read_text()
+    fields = record_fields(text)
+    lscpu = subprocess.run(['lscpu'], capture_output=True, text=True, check=True).stdout
+    assert fields['CPU'].startswith(re.search(r'Model name:\s+(.*)', lscpu)[1] + ' (family ')
+    cores = subprocess.run(['nproc', '--all'], capture_output=True, text=True, check=True).stdout.strip()
+    assert fields['cores'] == cores and fields['torch'] == torch.__version__
+    assert fields['command'] == '`python tools/run_pipeline.py --tiny`'
+    head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=REPO, capture_output=True, text=True).stdout
+    assert fields['commit'].split()[0] == head.strip()
+    # configs/tiny/resnet50_fd_tiny-imagenet.py sets participation=0.5
+    assert fields['FD arm'] == ('participation 0.5 (configs/tiny/resnet50_fd_tiny-imagenet.py); '
+                                'the paper uses 0.1')
+    lines = record_tables(text).splitlines()
+    assert lines[:5] == ['', '| pretraining arm | seed | top-1 (%) | top-5 (%) | VOC07 mAP (%) |',
+                         '|---|---|---|---|---|', '| baseline | 0 | 78.00 | 94.00 | 21.15 |',
+                         '| fd (participation 0.5) | 0 | 70.00 | 86.00 | 23.35 |']
+    assert '| random-init (the floor) | 0 | – | – | 8.01 |' in lines
+    assert '| class AP at IoU 0.5 (%) | baseline, seed 0 | fd, seed 0 | random-init, seed 0 |' in lines
+    assert '| aeroplane | 31.15 | 33.35 | 18.01 |' in lines
+
+
+def test_record_needs_the_results_stage_here(tmp_path):
+    with pytest.raises(ValueError, match='--record: only where the results stage runs in this process'):
+        run_pipeline(tiny=True, work_dir=tmp_path / 'work', data_root=tmp_path / 'data',
+                     stage='seed0/pretrain_fd', record=tmp_path / 'record.md')
+    assert not (tmp_path / 'work').exists()
+
+
+def test_readme_shows_the_committed_record():
+    """The README's tiny table is docs/results/tiny_seed0.md's, with the machine it came from."""
+    record = RECORD.read_text()
+    readme = (REPO / 'README.md').read_text()
+    results = readme.split('\n## Results\n', 1)[1].split('\n## ', 1)[0]
+    runs = record_tables(record).strip().split('\n\n')[0]
+    assert f'\n{runs}\n' in results
+    fields = record_fields(record)
+    for key in MACHINE_FIELDS:
+        assert fields[key] in results, key
+    assert 'participation 0.5' in runs and 'other CPU models give other numbers' in results

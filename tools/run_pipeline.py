@@ -9,6 +9,7 @@ their wall times (fdrop_mm.experiments.progress); ``--pretrained`` tests and tra
 checkpoint instead of training that arm (fdrop_mm.experiments.published).
 
     python tools/run_pipeline.py --tiny                       # one CPU machine, minutes
+    python tools/run_pipeline.py --tiny --record docs/results/tiny_seed0.md  # the README's table
     python tools/run_pipeline.py --launcher pytorch --gpus 8  # the real run, 8 GPUs
     python tools/run_pipeline.py --launcher slurm --gpus 8 --partition p --time 3-00:00:00  # slurm jobs
     python tools/run_pipeline.py --launcher slurm --gpus 8 --partition p --dry-run  # their scripts
@@ -16,6 +17,8 @@ checkpoint instead of training that arm (fdrop_mm.experiments.published).
         baseline=https://download.openmmlab.com/mmclassification/v0/resnet/resnet50_8xb32_in1k_20210831-ea4938fc.pth
 """
 import argparse
+import shlex
+import sys
 
 from fdrop_mm.experiments.pipeline import ARMS, PRETRAIN_CONFIGS, run_pipeline
 from fdrop_mm.experiments.published import parse_pretrained
@@ -39,6 +42,9 @@ def parse_args(argv=None):
                         'the val split and its backbone transferred')
     parser.add_argument('--stage', help='only this stage, e.g. seed0/pretrain_fd or results (what a '
                         'slurm job runs; the stages it needs must be complete)')
+    parser.add_argument('--record', metavar='FILE', help='also write the table to FILE with the machine, '
+                        'commit, date and command that made it (docs/results/tiny_seed0.md is this with '
+                        '--tiny)')
     add_launch_arguments(parser)
     parser.add_argument('--data-root', default=None,
                         help='folder holding imagenet/ and VOCdevkit/ (default data, or data/tiny)')
@@ -54,10 +60,12 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     run_pipeline(tiny=args.tiny, work_dir=args.work_dir, data_root=args.data_root, seeds=args.seeds,
                  arms=args.arms, random_init_floor=args.random_init_floor, launcher=args.launcher,
-                 stage=args.stage, pretrained=args.pretrained, slurm=args.slurm, dry_run=args.dry_run)
+                 stage=args.stage, pretrained=args.pretrained, slurm=args.slurm, dry_run=args.dry_run,
+                 record=args.record, command=shlex.join(['python', 'tools/run_pipeline.py', *argv]))
 
 
 if __name__ == '__main__':

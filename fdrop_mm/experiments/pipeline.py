@@ -9,17 +9,22 @@ the floor a transfer must beat.
 """
 import dataclasses
 import json
+import os
+import subprocess
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
 
 from fdrop_mm.testing.tiny_data import DATASET_FOLDERS, MANIFEST, generate
 from fdrop_mm.transfer import extract_backbone
 
 from .aggregate import format_mean_std
-from .launcher import TOOLS, Launcher
+from .launcher import REPO, TOOLS, Launcher
 from .published import PublishedCheckpoint, check_classifier_checkpoint
 from .slurm import SlurmOptions, drive
-from .stages import Stage, StageGraph, config_sha256
+from .stages import Stage, StageGraph, config_sha256, read_config
 
 # arm -> (config at the paper's scale, the CPU smoke config on tiny data)
 PRETRAIN_CONFIGS = {
@@ -223,12 +228,18 @@ def is_pretraining(stage: Stage) -> bool:
 def run_pipeline(tiny: bool = False, work_dir: Optional[Path] = None,
                  data_root: Optional[Path] = None, random_init_floor: Optional[bool] = None,
                  stage: Optional[str] = None, slurm: Optional[SlurmOptions] = None,
-                 dry_run: bool = False, **settings) -> Optional[str]:
+                 dry_run: bool = False, record: Optional[Path] = None, command: str = '',
+                 **settings) -> Optional[str]:
     """tools/run_pipeline.py: the pipeline with its defaults (work_dirs/pipeline[_tiny], data
     or data/tiny, the random-init floor with ``tiny``; paths made absolute); prints and returns
     the table. With ``stage`` only that stage runs (its upstream stages must be complete); the
     table only if it is ``results``. With ``slurm`` (and no ``stage``) every stage is submitted
-    as a job (``fdrop_mm.experiments.slurm``; ``dry_run``: their scripts printed) and None returned."""
+    as a job (``fdrop_mm.experiments.slurm``; ``dry_run``: their scripts printed) and None returned.
+    With ``record`` the table is also written there with the machine and ``command`` that made
+    it (:func:`write_record`)."""
+    if record and (slurm or stage not in (None, 'results')):
+        raise ValueError('--record: only where the results stage runs in this process '
+                         '(not with --launcher slurm, nor with a --stage other than results)')
     work_dir = Path(work_dir or f'work_dirs/pipeline{"_tiny" if tiny else ""}').resolve()
     pipeline = Pipeline(work_dir=work_dir,
                         data_root=Path(data_root or ('data/tiny' if tiny else 'data')).resolve(),
@@ -239,6 +250,9 @@ def run_pipeline(tiny: bool = False, work_dir: Optional[Path] = None,
         return None
     print(table)
     print(f'[pipeline] wrote {work_dir / "results.md"} and {work_dir / "results.json"}')
+    if record:
+        write_record(Path(record), pipeline, command)
+        print(f'[pipeline] wrote {record}')
     return table
 
 
@@ -332,3 +346,82 @@ def write_results(rows: Sequence[dict], work_dir: Path, tiny: bool) -> str:
     results = dict(tiny=tiny, units=UNITS, rows=rows)
     (work_dir / 'results.json').write_text(json.dumps(results, indent=2))
     return table
+
+
+def machine() -> Dict[str, str]:
+    """What a run's floats depend on besides the code: the CPU model (``/proc/cpuinfo``), the
+    cores and the torch version; one machine repeats its own numbers bit for bit, another CPU
+    model gives others."""
+    cpuinfo = Path('/proc/cpuinfo')
+    first_cpu = dict(line.split(':', 1) for line in cpuinfo.read_text().split('\n\n')[0].splitlines()
+                     if ':' in line)
+    first_cpu = {key.strip(): value.strip() for key, value in first_cpu.items()}
+    missing = [key for key in ('model name', 'cpu family', 'model', 'stepping') if key not in first_cpu]
+    if missing:
+        raise RuntimeError(f'{cpuinfo}: no {missing} for the first CPU, so its model is unknown')
+    cpu = (f"{first_cpu['model name']} (family {first_cpu['cpu family']}, model {first_cpu['model']}, "
+           f"stepping {first_cpu['stepping']})")
+    return dict(CPU=cpu, cores=str(os.cpu_count()), torch=torch.__version__)
+
+
+def commit() -> str:
+    """The checkout's commit, with ``(uncommitted changes)`` where tracked files differ from it."""
+    def git(*args):
+        return subprocess.run(['git', '-C', str(REPO), *args], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    changed = git('status', '--porcelain', '--untracked-files=no')
+    return git('rev-parse', 'HEAD') + (' (uncommitted changes)' if changed else '')
+
+
+def participation_of(config: str) -> float:
+    """The participation of the FocusedDropoutHook that ``config`` sets."""
+    hooks = [hook for hook in read_config(config).get('custom_hooks', [])
+             if hook.get('type') == 'FocusedDropoutHook']
+    if len(hooks) != 1 or 'participation' not in hooks[0]:
+        raise ValueError(f'{config}: expected one FocusedDropoutHook with its participation set, '
+                         f'found custom_hooks {hooks}')
+    return hooks[0]['participation']
+
+
+def record_table(rows: Sequence[dict], fd_participation: float) -> str:
+    """Each run's top-1, top-5 and mAP, then each class's AP, in % (two decimals): the part of a
+    record that one machine repeats exactly."""
+    def label(row):
+        if row['arm'] == RANDOM_INIT:
+            return f'{RANDOM_INIT} (the floor)'
+        if PRETRAIN_OF[row['arm']] == 'fd':
+            return f"{row['arm']} (participation {fd_participation})"
+        return row['arm']
+
+    lines = ['| pretraining arm | seed | top-1 (%) | top-5 (%) | VOC07 mAP (%) |', '|---|---|---|---|---|']
+    for row in rows:
+        lines.append(f'| {label(row)} | {row["seed"]} | ' + ' | '.join(
+            format_cell([row[key]], 1) for key in ('top1', 'top5', 'mAP')) + ' |')
+    lines += ['', '| class AP at IoU 0.5 (%) | ' + ' | '.join(
+        f'{row["arm"]}, seed {row["seed"]}' for row in rows) + ' |', '|---|' + '---|' * len(rows)]
+    for name in rows[0]['class_ap']:
+        lines.append(f'| {name} | ' + ' | '.join(format_cell([row['class_ap'][name]], 1)
+                                                  for row in rows) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+def write_record(path: Path, pipeline: Pipeline, command: str) -> None:
+    """``path``: the table of ``pipeline``'s results.json (:func:`record_table`) under the
+    machine, commit, date and command it came from and the FD arm's participation, read from
+    its pretraining config (the tiny one uses 0.5, the paper 0.1, §2)."""
+    fd_config = pipeline.config(PRETRAIN_CONFIGS, 'fd')
+    participation = participation_of(fd_config)
+    rows = json.loads((pipeline.work_dir / 'results.json').read_text())['rows']
+    fields = dict(command=f'`{command}`', commit=commit(),
+                  date=f'{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC', **machine(),
+                  **{'FD arm': f'participation {participation} ({fd_config}); the paper uses 0.1'})
+    text = '\n'.join([
+        f'# Pipeline results{" (tiny)" if pipeline.tiny else ""}, seeds '
+        f'{", ".join(map(str, pipeline.seeds))}', '',
+        f'Written by `fdrop_mm.experiments.pipeline.write_record` at the end of the command below. '
+        'A rerun on the same CPU model and torch version repeats the table bit for bit; another CPU '
+        'model gives other numbers.', '',
+        *(f'- {key}: {value}' for key, value in fields.items()), '', '## Table', '',
+        record_table(rows, participation)])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
