@@ -162,8 +162,8 @@ def check_operator(device: str, quick: bool):
     detail = (f'FocusedDropout on {where} against the float64 reference of §4, x {n}x{c}x{size}x{size}, '
               f'{len(DTYPES) * 2} dtype/layout variants: ' +
               (f'masks equal to the reference except at {excused} of the {near_total} positions within one '
-               f'float32 rounding of the threshold and in {ties} of the {tied_total} near-tie samples; output and '
-               'gradient exact' if not bad else f'differs: {"; ".join(bad)}'))
+               f'float32 rounding of the threshold and in {ties} of the {tied_total} near-tie samples (summed over '
+               'the variants); output and gradient exact' if not bad else f'differs: {"; ".join(bad)}'))
     skipped = [] if device == 'cuda' else ['operator on CUDA against the reference (no CUDA device: the CPU '
                                            "operator was compared instead)"]
     return not bad, detail, rows, skipped
@@ -473,6 +473,9 @@ def main(argv=None) -> int:
     command = 'bash bench/gpu_check.sh ' + ' '.join(argv if argv is not None else sys.argv[1:])
     header = ['# GPU check', '', *environment(device, mmcv_ops), '',
               f'Run: `{command.strip()}` on {device}{", quick" if args.quick else ""}.']
+    if os.environ.get('GPU_CHECK_REHEARSAL'):
+        header += ['', f'Rehearsal (`bash bench/gpu_check.sh --rehearse`): the GPU machine\'s Python, torch and numpy, '
+                       f'and only the wheels of {os.environ["GPU_CHECK_REHEARSAL"]} on PYTHONPATH.']
     checks = [('operator', lambda: check_operator(device, args.quick)),
               ('amp-float16', lambda: check_amp(device, work, 'float16')),
               ('amp-bfloat16', lambda: check_amp(device, work, 'bfloat16'))]

@@ -68,7 +68,7 @@ rehearse() {
 print(f"python {platform.python_version()}, torch {torch.__version__}, numpy {numpy.__version__}, setuptools {setuptools.__version__}")'), \
 wheels: $(cd .gpu_wheels && ls *.whl | tr '\n' ' ')(prepared in $((SECONDS - start)) s)"
   local status=0
-  GPU_CHECK_STARTED='' PYTHONNOUSERSITE=1 PYTHONPATH="$site" PYTHON="$env/bin/python" \
+  GPU_CHECK_STARTED='' GPU_CHECK_REHEARSAL="$wheel_list" PYTHONNOUSERSITE=1 PYTHONPATH="$site" PYTHON="$env/bin/python" \
     bash bench/gpu_check.sh --device cpu "$@" || status=$?  # its budget starts here
   rm -rf "$(dirname "$site")"
   say "rehearsal finished in $((SECONDS - start)) s, exit status $status"

@@ -66,6 +66,7 @@ def test_rehearsal_in_the_gpu_machines_environment(tmp_path):
     text = report.read_text()
     assert re.search(r'python 3\.12\.\d+, torch 2\.11\.0\S*, numpy 2\.5\.2, mmengine 0\.10\.7, '
                      r'mmcv 2\.1\.0 \(no compiled ops\), mmpretrain 1\.2\.0, mmdet hidden', text), text
+    assert 'and only the wheels of bench/gpu_wheels.txt on PYTHONPATH' in text
     assert_cpu_report(text)
 
 
