@@ -142,8 +142,7 @@ def _zero_dropped(t: Tensor, keep_bits: Tensor) -> Tensor:
 class _ApplyMask(torch.autograd.Function):
     """x masked by a broadcast (N, 1, H, W) mask, saving only the mask. The mask is a
     constant, so the backward is the same masking of the gradient, itself differentiable
-    (double backward, gradient penalties), and so is the forward-mode derivative (jvp);
-    setup_context and vmap serve torch.func."""
+    (double backward, gradient penalties); setup_context and vmap serve torch.func."""
 
     @staticmethod
     def forward(x: Tensor, keep_bits: Tensor) -> Tensor:
@@ -157,12 +156,7 @@ class _ApplyMask(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         keep_bits, = ctx.saved_tensors
-        return _ApplyMask.apply(grad, keep_bits), None
-
-    @staticmethod
-    def jvp(ctx, x_tangent: Tensor, keep_bits_tangent: None) -> Tensor:
-        keep_bits, = ctx.saved_tensors
-        return _ApplyMask.apply(x_tangent, keep_bits)
+        return _apply_mask(grad, keep_bits), None
 
     @staticmethod
     def vmap(info, in_dims, x: Tensor, keep_bits: Tensor):
@@ -170,7 +164,21 @@ class _ApplyMask(torch.autograd.Function):
         x_dim, keep_dim = in_dims
         x = x if x_dim is None else x.movedim(x_dim, 0)
         keep_bits = keep_bits if keep_dim is None else keep_bits.movedim(keep_dim, 0)
-        return _ApplyMask.apply(x, keep_bits), 0
+        return _apply_mask(x, keep_bits), 0
+
+
+class _ApplyMaskWithJvp(_ApplyMask):
+    """_ApplyMask with its forward-mode derivative, the tangent masked alike (torch.func.jvp,
+    hessian); dynamo cannot trace a custom jvp (a graph break), so compiled code goes without."""
+
+    @staticmethod
+    def jvp(ctx, x_tangent: Tensor, keep_bits_tangent: None) -> Tensor:
+        keep_bits, = ctx.saved_tensors
+        return _apply_mask(x_tangent, keep_bits)
+
+
+def _apply_mask(t: Tensor, keep_bits: Tensor) -> Tensor:
+    return (_ApplyMask if torch.compiler.is_compiling() else _ApplyMaskWithJvp).apply(t, keep_bits)
 
 
 def focused_mask(x: Tensor, gamma: Union[float, Tensor]) -> Tensor:
@@ -235,7 +243,7 @@ def _masked(x: Tensor, gamma: Tensor, opposite: bool) -> Tuple[Tensor, Tensor]:
     """x masked, and the (N, 1, H, W) bool mask of the focused area's complement."""
     _check_capturable()
     dropped = _dropped(x, gamma)
-    return _ApplyMask.apply(x, _keep_bits(dropped, x.dtype, keep_dropped=opposite)), dropped
+    return _apply_mask(x, _keep_bits(dropped, x.dtype, keep_dropped=opposite)), dropped
 
 
 def _check_capturable() -> None:

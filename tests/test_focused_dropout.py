@@ -419,6 +419,16 @@ def test_torch_compile_trains_like_eager():
     assert torch.equal(compiled[0].weight.grad, eager[0].weight.grad)
 
 
+
+def test_torch_compile_traces_the_mask_without_a_graph_break():
+    """The mask's forward-mode derivative (a custom jvp, which dynamo cannot trace) stays out of
+    compiled code: conv, FocusedDropout, ReLU is one graph (the γ draw runs eagerly)."""
+    import torch._dynamo
+    net = torch.nn.Sequential(_net(), torch.nn.ReLU()).train()
+    explanation = torch._dynamo.explain(net)(torch.randn(2, 3, 6, 6))
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
+
 def test_operator_imports_without_any_mm_package(tmp_path):
     """``from fdrop_mm import FocusedDropout`` in an environment where no OpenMMLab package,
     timm or cv2 can be imported: site-packages seen through an overlay without them."""
