@@ -74,17 +74,21 @@ def _own_cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+LOADED_COMMIT = commit()  # the code this process imported (bench scripts import fdrop_mm with this module)
+
+
 class Provenance:
     """Started before a section's run, ``lines()`` after it: the command that wrote the section, the
-    commit, the machine, the date, and how busy the machine was: the load average before and after,
-    and the cores other processes used meanwhile (all CPU time on the machine minus this process's
-    and its exited children's; a VM does not see its neighbours)."""
+    commit this process loaded (and HEAD at the section's start where it moved), the machine, the
+    date, and how busy the machine was: the load average before and after, and the cores other
+    processes used meanwhile (all CPU time on the machine minus this process's and its exited
+    children's; a VM does not see its neighbours)."""
 
     def __init__(self, command=None):
         script = Path(sys.argv[0]).resolve()
         shown = script.relative_to(REPO) if script.is_relative_to(REPO) else script
         self.command = command or shlex.join(['python', str(shown), *sys.argv[1:]])
-        self.commit = commit()  # at the start: another commit may land while the run goes on
+        self.commit = commit()  # HEAD when the section starts, which spawned processes load
         self.started = datetime.now(timezone.utc)
         self.load_before = os.getloadavg()
         self._clock, self._busy, self._own = time.perf_counter(), _busy_cpu_seconds(), _own_cpu_seconds()
@@ -96,7 +100,9 @@ class Provenance:
         verdict = 'quiet' if others < QUIET_OTHER_CORES else 'loaded'
         cpu, cores, torch_version, gpu = machine_parts()
         return [f'- Command: `{self.command}` ({wall / 60:.1f} min)',
-                f'- Commit: {self.commit}',
+                f'- Commit: {LOADED_COMMIT}' + ('' if self.commit == LOADED_COMMIT else
+                                                 f' (loaded when the process started; HEAD when this section '
+                                                 f'started: {self.commit})'),
                 f'- Machine: {cpu}, {cores} cores, torch {torch_version}, {gpu}',
                 f'- Date: {self.started:%Y-%m-%d %H:%M}–{datetime.now(timezone.utc):%H:%M} UTC',
                 f'- Quietness: **{verdict}**: load average (1 / 5 / 15 min) '
