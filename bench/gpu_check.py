@@ -88,10 +88,10 @@ def reference_keep(x: torch.Tensor, gamma: torch.Tensor):
 
     k = argmax_c mean(x[n, c]) (Eq. 1, first on ties), kept = x[n, k] > γ·max x[n, k], the peak
     always kept, a sample whose peak is <= 0 kept whole (docs/operator.md). Returns (keep (N, 1,
-    H, W), near_threshold (N, 1, H, W): |x[n, k] - γ·max| within one float32 spacing, so float32's
-    rounded threshold may put it on the other side, tied: {n: channels whose float64 sums are
-    within float32 summation error of the top one (a CUDA and a CPU float32 sum may rank them
-    differently)}).
+    H, W); near (N, 1, H, W): |x[n, k] - γ·max| within one float32 spacing, where float32's rounded
+    threshold may decide either way; k (N,); tied: {n: the channels whose float64 sums lie within
+    float32 summation error of the top one, which two float32 sums may rank differently};
+    keep_of: channels (N,) -> (keep, near) with those as reference channels).
     """
     x = x.detach().cpu().double()
     n, c, h, w = x.shape
