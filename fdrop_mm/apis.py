@@ -23,6 +23,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from .compat.cpu_ddp import init_cpu_process_group, set_rendezvous_from_slurm
+from .engine.hooks.focused_dropout_hook import FocusedDropoutHook, FocusedDropoutRecord
 from .transfer import check_checkpoint_fits
 
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
@@ -118,6 +119,8 @@ def train(config: str, *, work_dir: Optional[str] = None, cfg_options: Optional[
     runner = build_runner(cfg)
     if cfg.get('load_from') and not cfg.get('resume'):
         check_checkpoint_fits(runner.model, cfg.load_from, allow_partial=allow_partial_load)
+    if not any(isinstance(hook, FocusedDropoutHook) for hook in runner.hooks):
+        runner.register_hook(FocusedDropoutRecord())  # resuming an FD run without the hook warns
     runner.train()
     end_distributed()
 

@@ -42,7 +42,7 @@ SHOWN_KEYS = 10
 # meta fields copied from the source checkpoint's own meta (mmengine Runner.save_checkpoint)
 SOURCE_META_KEYS = ('experiment_name', 'epoch', 'iter', 'seed', 'time', 'mmengine_version')
 RESERVED_META_KEYS = ('source', 'source_meta', 'source_model', 'backbone', 'num_tensors',
-                      'focused_dropout', 'focused_dropout_note')
+                      'focused_dropout', 'focused_dropout_history', 'focused_dropout_note')
 CLASSIFIER_TYPE = 'ImageClassifier'
 DETECTOR_HEAD_PREFIXES = ('bbox_head.', 'rpn_head.', 'roi_head.')
 # Runner.load_checkpoint's default revise_keys, which load_from and tools/test.py go through
@@ -50,6 +50,18 @@ RUNNER_REVISE_KEYS = ((r'^module.', ''), )
 
 NO_FOCUSED_DROPOUT_NOTE = ('the source checkpoint records no FocusedDropoutHook (meta.focused_dropout): '
                            'trained without it, or saved before fdrop_mm recorded it')
+
+
+def focused_dropout_note(settings: Optional[dict], history: List[dict]) -> Optional[str]:
+    """What ``meta['focused_dropout']`` (the settings of the run that saved the checkpoint) alone
+    does not say: that no hook is recorded, or that a resume changed the settings (``history``:
+    ``meta['focused_dropout_history']``, which settings ran from which iteration)."""
+    if len(history) > 1:
+        return 'trained with changing FocusedDropout settings (resumed): ' + '; '.join(
+            f'from iteration {h["from_iter"]}: ' + (', '.join(f'{k}={v}' for k, v in h['settings'].items()
+                                                          if k != 'type') if h['settings'] else
+                                                 'without FocusedDropoutHook') for h in history)
+    return NO_FOCUSED_DROPOUT_NOTE if settings is None else None
 
 # checkpoint files ----------------------------------------------------------
 def _is_local(path: str) -> bool:
@@ -261,7 +273,9 @@ def extract_backbone(src, dst, *, depth: int = 50, meta: Optional[dict] = None,
     against), ``num_tensors``, ``focused_dropout`` (the source's
     ``meta['focused_dropout']``, the settings of its FocusedDropoutHook and the modules it
     drove; ``None`` plus ``focused_dropout_note``
-    when unknown), and the caller's ``meta`` entries at top level.
+    when unknown), ``focused_dropout_history`` (which settings ran from which iteration, with
+    a ``focused_dropout_note`` where a resume changed them, see :func:`focused_dropout_note`),
+    and the caller's ``meta`` entries at top level.
 
     A source trained as anything but an mmpretrain ImageClassifier (e.g. a
     fine-tuned detector, whose backbone is no longer the pretrained one) is
@@ -311,14 +325,16 @@ def extract_backbone(src, dst, *, depth: int = 50, meta: Optional[dict] = None,
 
     src_meta = ckpt.get('meta') if isinstance(ckpt.get('meta'), dict) else {}
     fd = src_meta.get('focused_dropout')  # FocusedDropoutHook.before_save_checkpoint wrote it
-    note = None if fd is not None else NO_FOCUSED_DROPOUT_NOTE
+    history = _plain(src_meta.get('focused_dropout_history') or [])
+    note = focused_dropout_note(fd, history)
     record = dict(
         source=osp.abspath(src) if _is_local(src) else src,
         source_meta={k: _plain(src_meta[k]) for k in SOURCE_META_KEYS if k in src_meta},
         source_model=source,
         backbone=dict(type='mmdet.ResNet', depth=depth),
         num_tensors=len(expected),
-        focused_dropout=_plain(fd))
+        focused_dropout=_plain(fd),
+        focused_dropout_history=history)
     if note:
         record['focused_dropout_note'] = note
     record.update(extra)

@@ -1,16 +1,19 @@
 """FocusedDropoutHook in real mmengine Runners: decisions, weight decay, targets, resume, DDP."""
+import importlib
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
-from mmengine.registry import HOOKS
+from mmengine.registry import HOOKS, MODELS, init_default_scope
 from mmengine.runner import Runner
 
 from fdrop_mm import FocusedDropout, FocusedDropoutHook
+from fdrop_mm.engine.hooks.focused_dropout_hook import penultimate_stage
 from tests.conftest import DUMP_HOOK, REPO, classifier_cfg, free_port
 
 
@@ -36,6 +39,12 @@ def the_hook(runner) -> FocusedDropoutHook:
     (dict(participation=1.5), 'participation'),
     (dict(participation=-0.1), 'participation'),
     (dict(weight_decay_multiplier=-1), 'weight_decay_multiplier'),
+    (dict(weight_decay_multiplier=float('nan')), 'weight_decay_multiplier'),
+    (dict(weight_decay_multiplier=float('inf')), 'weight_decay_multiplier'),
+    (dict(seed=-1), 'seed'),
+    (dict(seed=2 ** 63), 'seed'),
+    (dict(targets=['backbone.layer3', 'backbone.layer3']), 'targets'),
+    (dict(targets=['backbone.layer3', 'backbone.layer3.1']), 'allow_nested_targets'),
     (dict(mode='random'), 'mode'),
     (dict(targets='backbone.layer3'), 'targets'),
     (dict(targets=[]), 'targets'),
@@ -52,32 +61,41 @@ def test_unknown_target_lists_candidates(image_folder, tmp_path):
         train(image_folder, tmp_path, [fd_hook(targets=['backbone.layer9'])], max_iters=1)
 
 
-def test_nothing_to_drive_lists_modules(image_folder, tmp_path):
-    with pytest.raises(ValueError, match=r"nothing to drive.*'backbone\.layer3'"):
-        train(image_folder, tmp_path, [fd_hook()], max_iters=1)
-
-
-def test_decisions_logging_and_keep_ratio(image_folder, tmp_path):
-    runner = train(image_folder, tmp_path, [fd_hook(participation=0.5, targets=['backbone.layer3'])])
-    hook = the_hook(runner)
-    active = scalar_history(runner, 'train/fd/active')
-    assert active == [float(hook.is_focused_step(i)) for i in range(20)]
-    assert 0 < sum(active) < 20
-    decay = scalar_history(runner, 'train/fd/weight_decay')
-    assert decay == [pytest.approx(5e-4 * (2 if a else 1)) for a in active]
-    keep = scalar_history(runner, 'train/fd/keep_ratio')
-    assert len(keep) == sum(active) and all(0 < k <= 1 for k in keep)
+def test_without_targets_fd_goes_on_the_penultimate_stage(image_folder, tmp_path):
+    """The paper's default (§5), found from the model: a 4-stage ResNet's layer3, masked on the
+    focused iterations (counted by a forward hook on layer3, not by the hook's own state)."""
+    recorder = RecordLayer3()
+    runner = Runner.from_cfg(Config(classifier_cfg(image_folder, tmp_path, max_iters=10,
+                                                   custom_hooks=[fd_hook(participation=0.5)])))
+    runner.register_hook(recorder)
+    runner.train()
+    masked = [not torch.equal(after, before) for _, before, _, after in recorder.records]
+    assert 0 < sum(masked) < 10
+    assert scalar_history(runner, 'train/fd/active') == [float(m) for m in masked]
+    assert the_hook(runner).settings()['modules'] == ['backbone.layer3']
     log = next(tmp_path.glob('*/*.log')).read_text()
-    assert 'fd/active' in log and 'fd/weight_decay' in log
+    assert 'FD goes on the output of the penultimate stage, backbone.layer3' in log
 
 
-def test_decision_is_per_optimizer_step_under_accumulation(image_folder, tmp_path):
-    runner = train(image_folder, tmp_path, [fd_hook(participation=0.5, targets=['backbone.layer3'])],
-                   optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01, weight_decay=5e-4),
-                                      accumulative_counts=2))
-    active = scalar_history(runner, 'train/fd/active')
-    hook = the_hook(runner)
-    assert active == [float(hook.is_focused_step(i // 2)) for i in range(20)]
+@pytest.mark.parametrize('config, stage', [
+    ('mmpretrain::resnet/resnet50_8xb32_in1k.py', 'backbone.layer3'),
+    ('mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', 'backbone.layer3'),
+    ('mmpretrain::convnext/convnext-tiny_32xb128_in1k.py', 'backbone.stages.2'),
+])
+def test_penultimate_stage_of_stock_models(config, stage):
+    """The stage is found from the built model of each package's own config."""
+    scope, path = config.split('::')
+    cfg = Config.fromfile(str(Path(importlib.import_module(scope).__file__).parent / '.mim/configs' / path))
+    init_default_scope(scope)
+    assert penultimate_stage(MODELS.build(cfg.model)) == stage
+
+
+def test_no_recognisable_stages_is_an_error_naming_candidates(image_folder, tmp_path):
+    cfg = classifier_cfg(image_folder, tmp_path, max_iters=1, custom_hooks=[fd_hook()])
+    cfg['model']['backbone'] = dict(type='LeNet5', num_classes=-1)
+    cfg['model']['head']['in_channels'] = 120
+    with pytest.raises(ValueError, match=r"no targets.*finds no backbone stages.*set targets=.*'backbone\.features'"):
+        Runner.from_cfg(Config(cfg)).train()
 
 
 class RecordLayer3(Hook):
@@ -103,8 +121,10 @@ def test_targets_mask_on_focused_iterations_only(image_folder, tmp_path):
     runner.train()
     hook = the_hook(runner)
     assert len(recorder.records) == 10
+    active = scalar_history(runner, 'train/fd/active')
+    assert 0 < sum(active) < 10
     for step, (_, before, _, after) in enumerate(recorder.records):
-        if hook.is_focused_step(step):
+        if active[step]:
             kept = after != 0
             assert torch.equal(after[kept], before[kept])
             shared = kept.any(dim=1, keepdim=True).expand_as(kept)  # one spatial mask for all channels
@@ -122,6 +142,24 @@ def test_targets_mask_on_focused_iterations_only(image_folder, tmp_path):
     assert torch.equal(after, before)
 
 
+class MasksPerIteration(Hook):
+    """Per training iteration, the forwards of the model's FocusedDropout modules that masked
+    (one the hook does not switch on returns its input itself)."""
+    priority = 'LOWEST'
+
+    def before_train(self, runner):
+        self.masked = []
+        for module in runner.model.modules():
+            if isinstance(module, FocusedDropout):
+                module.register_forward_hook(lambda m, args, out: self._count(out is not args[0]))
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        self.masked.append(0)
+
+    def _count(self, masked: bool):
+        self.masked[-1] += masked
+
+
 def test_drives_plugin_modules_and_rejects_conflicting_settings(image_folder, tmp_path):
     backbone = dict(type='mmdet.ResNet', depth=50, num_stages=4, out_indices=(3, ), base_channels=8,
                     plugins=[dict(cfg=dict(type='FocusedDropout'), stages=(False, False, True, False),
@@ -131,13 +169,14 @@ def test_drives_plugin_modules_and_rejects_conflicting_settings(image_folder, tm
     cfg['model']['head']['in_channels'] = 256
     cfg['custom_imports'] = dict(imports=['fdrop_mm', 'mmdet.models'], allow_failed_imports=False)
     runner = Runner.from_cfg(Config({**cfg, 'custom_hooks': [fd_hook(participation=0.5)]}))
+    counter = MasksPerIteration()
+    runner.register_hook(counter)
     runner.train()
-    hook = the_hook(runner)
-    active = scalar_history(runner, 'train/fd/active')
-    assert active == [float(hook.is_focused_step(i)) for i in range(6)]
-    assert len(scalar_history(runner, 'train/fd/keep_ratio')) == sum(active)
-    plugins = [m for m in runner.model.modules() if isinstance(m, FocusedDropout)]
-    assert len(plugins) == 6 and not any(m.active for m in plugins)
+    plugins, masked = [m for m in runner.model.modules() if isinstance(m, FocusedDropout)], counter.masked
+    assert len(plugins) == 6 and set(masked) == {0, 6}  # all six blocks of layer3, or none
+    assert scalar_history(runner, 'train/fd/active') == [float(m == 6) for m in masked]
+    assert len(scalar_history(runner, 'train/fd/keep_ratio')) == masked.count(6)
+    assert not any(m.active for m in plugins)
 
     conflicting = Runner.from_cfg(Config({**cfg, 'work_dir': str(tmp_path / 'x'),
                                           'custom_hooks': [fd_hook(gamma_range=(0.6, 0.9))]}))
@@ -145,12 +184,12 @@ def test_drives_plugin_modules_and_rejects_conflicting_settings(image_folder, tm
         conflicting.train()
 
 
-def optimizer_ready_runner(image_folder, tmp_path, **hook_kwargs):
+def optimizer_ready_runner(image_folder, tmp_path, targets=('backbone.layer3', ), **hook_kwargs):
     runner = Runner.from_cfg(Config(classifier_cfg(
         image_folder, tmp_path, optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1, weight_decay=1e-2),
                                                    paramwise_cfg=dict(norm_decay_mult=0.0)))))
     runner.optim_wrapper = runner.build_optim_wrapper(runner.optim_wrapper)
-    hook = FocusedDropoutHook(targets=['backbone.layer3'], **hook_kwargs)
+    hook = FocusedDropoutHook(targets=targets and list(targets), **hook_kwargs)
     hook.before_train(runner)
     return runner, hook
 
@@ -192,6 +231,39 @@ def test_weight_decay_restored_when_the_step_raises(image_folder, tmp_path):
     assert [g['weight_decay'] for g in optim.optimizer.param_groups] == base
 
 
+def test_a_step_the_grad_scaler_skips_logs_the_base_weight_decay(image_folder, tmp_path):
+    """torch's GradScaler skips optimizer.step() when a gradient is not finite: nothing was
+    magnified, and fd/weight_decay says so; the step it takes next logs the magnified value."""
+    runner, hook = optimizer_ready_runner(image_folder, tmp_path, targets=None, mode='weight_decay_only',
+                                          participation=1.0, weight_decay_multiplier=3.0)
+    optimizer = runner.optim_wrapper.optimizer
+    params = [p for g in optimizer.param_groups for p in g['params']]
+    logged = []
+    for gradient in (float('inf'), 0.0):
+        hook.before_train_iter(runner, 0)
+        before = [p.detach().clone() for p in params]
+        scaler = torch.amp.GradScaler('cpu')
+        scaler.scale(torch.ones(()))
+        for p in params:
+            p.grad = torch.full_like(p, gradient)
+        scaler.step(optimizer)
+        hook.after_train_iter(runner, 0)
+        logged.append(runner.message_hub.get_scalar('train/fd/weight_decay').current())
+        changed = any(not torch.equal(p, b) for p, b in zip(params, before))
+        assert changed == (gradient == 0.0)  # skipped with an inf gradient, weight decay only without
+    assert logged == [pytest.approx(1e-2), pytest.approx(3e-2)]
+
+
+def test_nested_targets_when_allowed_log_each_modules_keep_ratio(image_folder, tmp_path):
+    runner = train(image_folder, tmp_path, [fd_hook(participation=1.0, allow_nested_targets=True,
+                                                    targets=['backbone.layer3', 'backbone.layer3.1'])], max_iters=2)
+    outer = scalar_history(runner, 'train/fd/keep_ratio/backbone.layer3')
+    inner = scalar_history(runner, 'train/fd/keep_ratio/backbone.layer3.1')
+    # layer3.1 is layer3's last block: the outer mask acts on the inner one's output, keeping a subset
+    assert len(outer) == len(inner) == 2 and all(o <= i < 1 for o, i in zip(outer, inner))
+    assert 'train/fd/keep_ratio' not in runner.message_hub.log_scalars
+
+
 def test_resume_repeats_the_uninterrupted_sequence(image_folder, tmp_path):
     hooks = [fd_hook(participation=0.5, targets=['backbone.layer3'])]
     ckpt = dict(type='CheckpointHook', interval=6, by_epoch=False)
@@ -203,6 +275,9 @@ def test_resume_repeats_the_uninterrupted_sequence(image_folder, tmp_path):
     expected = scalar_history(full, 'train/fd/active')
     assert 0 < sum(expected[6:]) < 6
     assert scalar_history(resumed, 'train/fd/active') == expected
+    assert 'with other settings' not in next((tmp_path / 'resumed').glob('*/*.log')).read_text()
+    history = torch.load(tmp_path / 'resumed' / 'iter_12.pth', map_location='cpu')['meta']['focused_dropout_history']
+    assert [h['from_iter'] for h in history] == [0]  # the same settings throughout
 
 
 @pytest.mark.slow
@@ -227,12 +302,23 @@ def test_two_process_ddp_keeps_replicas_identical(image_folder, tmp_path):
 
 
 def test_checkpoint_meta_records_the_settings(image_folder, tmp_path):
-    runner = train(image_folder, tmp_path, [fd_hook(participation=0.5, targets=['backbone.layer3'], seed=5)],
-                   max_iters=2, default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2,
-                                                                   by_epoch=False)))
+    runner = Runner.from_cfg(Config(classifier_cfg(
+        image_folder, tmp_path, max_iters=2,
+        custom_hooks=[fd_hook(participation=0.5, targets=['backbone.layer3'], seed=5)],
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False)))))
+    settings = dict(type='FocusedDropoutHook', participation=0.5, weight_decay_multiplier=2.0,
+                    targets=['backbone.layer3'], gamma_range=(0.3, 0.6), mode='focused', seed=5,
+                    modules=['backbone.layer3'])
+    saved = {}
+    for when in ('before', 'after'):  # train(): the modules are known from before_train on, and kept
+        runner.save_checkpoint(str(tmp_path), f'{when}.pth', save_optimizer=False, save_param_scheduler=False)
+        saved[when] = torch.load(tmp_path / f'{when}.pth', map_location='cpu')['meta']
+        if when == 'before':
+            runner.train()
+    assert saved['before']['focused_dropout'] == dict(settings, modules=None)
     meta = torch.load(tmp_path / 'iter_2.pth', map_location='cpu')['meta']
-    assert meta['focused_dropout'] == dict(
-        type='FocusedDropoutHook', participation=0.5, weight_decay_multiplier=2.0, targets=['backbone.layer3'],
-        gamma_range=(0.3, 0.6), mode='focused', seed=5, modules=['backbone.layer3'])
+    for meta in (meta, saved['after']):
+        assert meta['focused_dropout'] == settings
+        assert meta['focused_dropout_history'] == [dict(from_iter=0, settings=settings)]
     optimizer = runner.optim_wrapper.optimizer
     assert 'step' not in vars(optimizer), 'the weight-decay wrapper is removed after training'

@@ -154,8 +154,26 @@ def test_target_without_a_feature_map_fails_at_its_first_forward(image_folder, t
 def test_target_called_several_times_per_forward_is_an_error(image_folder, tmp_path):
     runner = fd_classifier(image_folder, tmp_path, resnet50(),
                            [fd_hook(participation=0.0, targets=['backbone.layer3.0.relu'])])
-    with pytest.raises(RuntimeError, match=r"'backbone.layer3.0.relu' ran 3 times in one forward"):
+    with pytest.raises(RuntimeError, match=r"'backbone.layer3.0.relu' ran a second time in one training iteration"):
         runner.train()
+    assert runner.iter == 0
+
+
+class SpareFocusedDropout(Hook):
+    """Adds a FocusedDropout module in a branch the forward never takes (an unused auxiliary head's)."""
+    priority = 'VERY_HIGH'  # before FocusedDropoutHook collects the model's modules
+
+    def before_train(self, runner):
+        runner.model.backbone.spare = FocusedDropout()
+
+
+def test_a_driven_module_that_did_not_run_in_a_focused_iteration_is_an_error(image_folder, tmp_path):
+    runner = fd_classifier(image_folder, tmp_path, resnet50(), [fd_hook(participation=1.0)], max_iters=2)
+    runner.register_hook(SpareFocusedDropout())
+    with pytest.raises(RuntimeError, match=r"FocusedDropout module 'backbone.spare' did not run in the training "
+                                           r"iteration 0, a focused one"):
+        runner.train()
+    assert runner.iter == 0
 
 
 def test_zero_initialised_residual_keeps_everything_and_says_so(image_folder, tmp_path):

@@ -1,10 +1,11 @@
 """FocusedDropoutHook: which steps are focused (§4), the modules it drives, and the magnified
-weight decay on those steps (§5.2)."""
+weight decay on those steps (§5.2). Reference, logs and refusals: docs/hook.md."""
 import difflib
 import functools
+import math
 import numbers
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -17,6 +18,7 @@ from torch import nn
 from ...focused_dropout import FocusedDropout, as_gamma_range
 
 MODES = ('focused', 'opposite', 'weight_decay_only')
+SEED_LIMIT = 2 ** 63  # numpy's SeedSequence takes non-negative integers; 63 bits fit any int64
 
 
 def _module_overview(model: nn.Module, depth: int = 2) -> List[str]:
@@ -38,9 +40,73 @@ def _describe(output) -> str:
     return f'a {type(output).__name__}'
 
 
+def _in_backward() -> bool:
+    """Whether autograd is running a backward on this thread: a forward there is a recomputation
+    (activation checkpointing), not one of the iteration's forwards. Compiled code runs none."""
+    return not torch.compiler.is_compiling() and torch._C._current_graph_task_id() != -1
+
+
+def _check_targets(targets, allow_nested: bool) -> Optional[List[str]]:
+    if targets is None:
+        return None
+    if isinstance(targets, str):
+        raise ValueError(f"targets must be a list of module names, got the string {targets!r}; write [{targets!r}]")
+    if len(targets) == 0:
+        raise ValueError('targets must name at least one module, or be None')
+    if not all(isinstance(t, str) for t in targets):
+        raise TypeError(f'targets must be a list of module names (str), got {targets!r}')
+    repeated = sorted({t for t in targets if targets.count(t) > 1})
+    if repeated:
+        raise ValueError(f'targets names {repeated} more than once: each entry masks the same tensor again')
+    nested = [(outer, inner) for outer in targets for inner in targets if inner.startswith(outer + '.')]
+    if nested and not allow_nested:
+        raise ValueError(f'targets are nested, {nested}: the inner output is masked again inside the outer one; '
+                         f'pass allow_nested_targets=True if that is meant')
+    return list(targets)
+
+
+def penultimate_stage(model: nn.Module) -> str:
+    """The name of the backbone's penultimate stage, the paper's place for FD (§5): from
+    ``backbone.res_layers`` (mmdet's and mmpretrain's ResNets) or a ``backbone.stages`` list."""
+    backbone = getattr(model, 'backbone', None)
+    stages = list(getattr(backbone, 'res_layers', None) or [])
+    if not stages and isinstance(getattr(backbone, 'stages', None), nn.ModuleList):
+        stages = [f'stages.{i}' for i in range(len(backbone.stages))]
+    if len(stages) < 2:
+        raise ValueError(
+            'FocusedDropoutHook has no targets and the model no FocusedDropout module, and it finds no '
+            'backbone stages (backbone.res_layers or backbone.stages) whose penultimate output is the '
+            'paper\'s place for FD (§5): set targets= to one of these modules (or add FocusedDropout '
+            f'with plugins=): {_module_overview(model)}')
+    return f'backbone.{stages[-2]}'
+
+
+def _changes(old: Optional[dict], new: Optional[dict]) -> List[str]:
+    if old is None or new is None:
+        return [f'{old or "no FocusedDropoutHook"} -> {new or "no FocusedDropoutHook"}'] if old != new else []
+    return [f'{k} {old.get(k)!r} -> {new.get(k)!r}' for k in new if k != 'modules' and old.get(k) != new.get(k)]
+
+
+def resumed_history(runner, meta: Optional[dict], settings: Optional[dict]) -> List[dict]:
+    """The FocusedDropout history (``from_iter`` and the hook's settings, None without the hook)
+    after resuming from a checkpoint with ``meta`` at ``runner.iter``; a changed setting is
+    logged as a warning naming old and new values. A run that did not resume starts afresh."""
+    current = [dict(from_iter=runner.iter, settings=settings)]
+    if not meta or runner.iter == 0:
+        return current if settings is not None else []
+    history = meta.get('focused_dropout_history') or [dict(from_iter=0, settings=meta.get('focused_dropout'))]
+    changes = _changes(history[-1]['settings'], settings)
+    if not changes:
+        return history
+    runner.logger.warning(f'FocusedDropout: resumed at iteration {runner.iter} with other settings than the '
+                          f'checkpoint was trained with: {"; ".join(changes)}; the checkpoints record both '
+                          f'(meta.focused_dropout_history)')
+    return history + current
+
+
 @dataclass
 class _Driven:
-    """A FocusedDropout module the hook drives, with its calls in the current forward.
+    """A FocusedDropout module the hook drives, with its calls in the current iteration.
 
     ``name`` is the module's own name for one in the model, or the target's
     name for one the hook attached to a target's output (``target`` set)."""
@@ -48,7 +114,6 @@ class _Driven:
     module: FocusedDropout
     target: Optional[nn.Module] = None
     calls: int = 0
-    eval_calls: int = 0
     warned_keep_all: bool = False
 
     @property
@@ -56,66 +121,39 @@ class _Driven:
         return f'targets entry {self.name!r}' if self.target is not None else f'FocusedDropout module {self.name!r}'
 
 
+class FocusedDropoutRecord(Hook):
+    """Carries a checkpoint's FocusedDropout history through a run without FocusedDropoutHook
+    (``fdrop_mm.apis.train`` registers it), so resuming an FD run without the hook warns."""
+    priority = 'VERY_LOW'
+
+    def __init__(self) -> None:
+        self._meta, self._history = None, []
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        self._meta = checkpoint.get('meta')
+
+    def before_train(self, runner) -> None:
+        self._history = resumed_history(runner, self._meta, None)
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        if self._history:
+            checkpoint.setdefault('meta', {})['focused_dropout_history'] = self._history
+
+
 @HOOKS.register_module()
-class FocusedDropoutHook(Hook):
-    """Runs FocusedDropout on a random fraction of optimizer steps and magnifies
-    weight decay on those steps, in any mmengine Runner.
+class FocusedDropoutHook(FocusedDropoutRecord):
+    """Runs FocusedDropout on a random fraction of optimizer steps and magnifies weight decay
+    on those steps (§4, §5.2), in any mmengine Runner; see docs/hook.md.
 
     Args:
-        participation: probability that an optimizer step is a focused one; the
-            paper uses 0.1 ("10% of batches", §4, §5.2.1).
-        weight_decay_multiplier: on focused steps every param group's
-            ``weight_decay`` is multiplied by it for that ``optimizer.step()``
-            and restored right after, also when the step raises; groups with
-            weight decay 0 stay 0. The paper's best weight decay is 1e-3 against
-            a 5e-4 base (§5.2.3, Fig. 6c), hence 2. Use 1 for "FD without MWD".
-        targets: module names (e.g. ``['backbone.layer3']``) whose outputs get a
-            FocusedDropout attached by a forward hook, without touching the
-            model's code; the paper puts it on "the output of the penultimate
-            group" (§5). A target must return one (N, C, H, W) tensor and run
-            once per forward. The FocusedDropout modules already in the model
-            (e.g. from mmdet ResNet's ``plugins=``) are driven too, with or
-            without targets.
-        gamma_range: γ ~ U(gamma_range) per sample (§4); low == high fixes it.
-        mode: ``'focused'`` keeps the focused area (the method); ``'opposite'``
-            keeps its complement (§5.2.4); ``'weight_decay_only'`` applies no mask
-            and only magnifies weight decay on the randomly chosen steps (Table
-            4's "randomly MWD").
-        seed: the decision for optimizer step ``s`` is a pure function of
-            (seed, s), so all DDP ranks agree without communication and a resumed
-            run repeats an uninterrupted run's sequence. ``None`` takes rank 0's
-            runner seed (broadcast once before training; mmengine restores it on
-            resume). On focused iterations the modules draw γ from a generator
-            seeded with (seed, iteration, rank, module), not from torch's global
-            RNG (which mmengine does not restore), so a resumed run draws the same γ.
-
-    The modules already in the model must have the hook's ``gamma_range`` and
-    ``opposite``: a disagreement is an error rather than a silent override.
-
-    Nothing runs quietly wrong; each of these is an error naming the module:
-    a driven module (or a target) in eval mode on a focused iteration (a stage
-    frozen by ``frozen_stages``, or put in eval by the user), one that did not
-    run in a focused forward, one that ran more than once in a forward (e.g. a
-    ReLU a Bottleneck calls three times), a target whose output is not one
-    (N, C, H, W) floating tensor (checked at its first training forward), and
-    a second FocusedDropoutHook (it would magnify the weight decay twice).
-    Under activation checkpointing (``with_cp=True``) the forward that the
-    backward recomputes reuses the iteration's γ (``FocusedDropout.hold_gamma``),
-    so it builds the mask the network used. A module whose reference channel
-    is never positive keeps every position; the first focused iteration where
-    a module keeps everything is logged as a warning (mmdet's and mmpretrain's
-    ResNet zero-initialise norm3 with ``zero_init_residual=True``, so a plugin
-    ``after_conv3`` sees exactly 0 at the start of training from scratch).
-
-    Table 4 by config: FD + MWD ``dict(type='FocusedDropoutHook')``; FD without
-    MWD ``weight_decay_multiplier=1``; randomly MWD ``mode='weight_decay_only'``;
-    opposite ``mode='opposite'`` (with ``weight_decay_multiplier=1`` for no MWD).
-
-    Logged every iteration through the MessageHub: ``fd/active`` (1 when every
-    driven module applied its mask this iteration, else 0; always 0 with
-    ``mode='weight_decay_only'``), ``fd/weight_decay`` (the largest group weight
-    decay in force) and, on every focused iteration, ``fd/keep_ratio`` (fraction
-    of spatial positions kept, averaged over the modules).
+        participation: probability that an optimizer step is focused (paper: 0.1).
+        weight_decay_multiplier: weight decay factor of a focused ``optimizer.step()`` (paper: 2).
+        targets: modules whose outputs get a FocusedDropout; the model's own FocusedDropout
+            modules are driven too. None with no such module: the backbone's penultimate stage.
+        gamma_range: γ ~ U(gamma_range) per sample (§4).
+        mode: ``'focused'``, ``'opposite'`` (§5.2.4) or ``'weight_decay_only'`` (Table 4).
+        seed: decisions are a pure function of (seed, step); None: rank 0's runner seed.
+        allow_nested_targets: accept a target inside another (the inner output is masked twice).
     """
 
     priority = 'NORMAL'
@@ -126,37 +164,38 @@ class FocusedDropoutHook(Hook):
                  targets: Optional[Sequence[str]] = None,
                  gamma_range: Tuple[float, float] = (0.3, 0.6),
                  mode: str = 'focused',
-                 seed: Optional[int] = None) -> None:
+                 seed: Optional[int] = None,
+                 allow_nested_targets: bool = False) -> None:
+        super().__init__()
         if not 0.0 <= _number(participation, 'participation') <= 1.0:
             raise ValueError(f'participation must lie in [0, 1], got {participation}')
-        if _number(weight_decay_multiplier, 'weight_decay_multiplier') < 0:
-            raise ValueError(f'weight_decay_multiplier must be >= 0, got {weight_decay_multiplier}')
+        multiplier = _number(weight_decay_multiplier, 'weight_decay_multiplier')
+        if not (math.isfinite(multiplier) and multiplier >= 0):
+            raise ValueError(f'weight_decay_multiplier must be a finite number >= 0, got {weight_decay_multiplier}')
         if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool)):
             raise TypeError(f'seed must be an int or None, got {seed!r}')
+        if seed is not None and not 0 <= seed < SEED_LIMIT:
+            raise ValueError(f'seed must lie in [0, 2**63), got {seed}')
         if mode not in MODES:
             raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
-        if isinstance(targets, str):
-            raise ValueError(f"targets must be a list of module names, got the string {targets!r}; "
-                             f"write [{targets!r}]")
         if targets is not None and mode == 'weight_decay_only':
             raise ValueError("targets must be None with mode='weight_decay_only' (it applies no mask)")
-        if targets is not None and len(targets) == 0:
-            raise ValueError('targets must name at least one module, or be None')
-        if targets is not None and not all(isinstance(t, str) for t in targets):
-            raise TypeError(f'targets must be a list of module names (str), got {targets!r}')
         self.participation = float(participation)
-        self.weight_decay_multiplier = float(weight_decay_multiplier)
-        self.targets = list(targets) if targets is not None else None
+        self.weight_decay_multiplier = multiplier
+        self.allow_nested_targets = bool(allow_nested_targets)
+        self.targets = _check_targets(targets, self.allow_nested_targets)
         self.mode = mode
         self.seed = None if seed is None else int(seed)
+        self._seed = self.seed  # resolved in before_train when None
         # validates gamma_range now, not at the first iteration
         self._template = FocusedDropout(gamma_range=as_gamma_range(gamma_range), opposite=mode == 'opposite')
         self._driven: List[_Driven] = []
+        self._module_names: Optional[List[str]] = None  # known from before_train on, kept after train
         self._handles: list = []
         self._focused_step = False
         self._in_train_iter = False
-        self._in_forward = False  # inside the model's forward of a training iteration
-        self._wrapped_optimizers: set = set()
+        self._optimizers: List[Tuple[str, torch.optim.Optimizer]] = []
+        self._step_decay: Dict[str, float] = {}  # weight decay of the steps taken in this iteration
         self._unwrap: list = []
 
     @property
@@ -197,27 +236,26 @@ class FocusedDropoutHook(Hook):
         broadcast_object_list(seed)  # runner.seed differs per rank under diff_rank_seed
         self._seed = seed[0]
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        self._driven = []
         self._collect(model)
-        if self.targets is not None:
-            self._attach(model)
-        if not self._driven and self.mode != 'weight_decay_only':
-            raise ValueError(
-                'FocusedDropoutHook has nothing to drive: the model has no FocusedDropout module '
-                '(add one with plugins=, or set targets= to one of these modules): '
-                f'{_module_overview(model)}')
-        # the model's own forward bounds "one forward": a forward that activation checkpointing
-        # recomputes runs later, in the backward, and is neither counted nor given a new γ
-        self._handles.append(model.register_forward_pre_hook(self._forward_starts))
-        self._handles.append(model.register_forward_hook(self._forward_ends))
-        for optimizer in self._optimizers(runner):
-            self._wrap_step(optimizer)
-        # iterations per optimizer step (the decision is per step, §4), as the config sets it
-        self._accumulation = int((runner.cfg.get('optim_wrapper') or {}).get('accumulative_counts', 1))
-        names = [d.name for d in self._driven]
+        targets = self.targets
+        if targets is None and not self._driven and self.mode != 'weight_decay_only':
+            targets = [penultimate_stage(model)]
+            runner.logger.info(f'FocusedDropoutHook: no targets and no FocusedDropout module in the model: '
+                               f'FD goes on the output of the penultimate stage, {targets[0]} (§5)')
+        if targets is not None:
+            self._attach(model, targets)
+        self._module_names = [d.name for d in self._driven]
+        self._optimizers = self._named_optimizers(runner)
+        for name, optimizer in self._optimizers:
+            self._wrap_step(name, optimizer)
+        self._accumulation = self._accumulative_counts(runner)  # micro-batches per optimizer step
+        self._history = resumed_history(runner, self._meta, self.settings())
         runner.logger.info(
             f'FocusedDropoutHook: mode={self.mode}, participation={self.participation}, '
             f'weight_decay x{self.weight_decay_multiplier} on focused steps, seed={self._seed}, '
-            f'{len(names)} FocusedDropout module(s): {names}')
+            f'{self._accumulation} micro-batch(es) per step, '
+            f'{len(self._module_names)} FocusedDropout module(s): {self._module_names}')
 
     def _collect(self, model: nn.Module) -> None:
         """Drive the FocusedDropout modules already in the model."""
@@ -236,10 +274,10 @@ class FocusedDropoutHook(Hook):
                 lambda m, args, driven=driven: self._called(driven, m.training)))
             self._drive(driven)
 
-    def _attach(self, model: nn.Module) -> None:
+    def _attach(self, model: nn.Module, targets: List[str]) -> None:
         """Attach a FocusedDropout to each target's output."""
         names = dict(model.named_modules())
-        for target in self.targets:
+        for target in targets:
             if target not in names:
                 near = difflib.get_close_matches(target, list(names), n=5, cutoff=0.5)
                 raise ValueError(f'targets: no module named {target!r} in {type(model).__name__}; '
@@ -256,8 +294,8 @@ class FocusedDropoutHook(Hook):
         self._driven.append(driven)
 
     def _masked_output(self, driven: _Driven, target: nn.Module, args, output):
-        if self._in_forward and not (isinstance(output, torch.Tensor) and output.dim() == 4
-                                     and output.is_floating_point()):
+        if self._in_train_iter and not _in_backward() and not (
+                isinstance(output, torch.Tensor) and output.dim() == 4 and output.is_floating_point()):
             raise TypeError(f'FocusedDropoutHook: {driven.what} returned {_describe(output)}; '
                             f'FocusedDropout needs one (N, C, H, W) floating tensor: target a module that '
                             f'returns one (e.g. backbone.layer3, not the backbone or a head)')
@@ -266,70 +304,71 @@ class FocusedDropoutHook(Hook):
         return driven.module(output)
 
     def _called(self, driven: _Driven, training: bool) -> None:
-        if self._in_forward:
-            driven.calls += 1
-            driven.eval_calls += not training
-
-    def _forward_starts(self, model, args) -> None:
-        if self._in_train_iter:
-            self._in_forward = True
-            for driven in self._driven:
-                driven.calls = driven.eval_calls = 0
-
-    def _forward_ends(self, model, args, output) -> None:
-        if not self._in_forward:
+        """Count a training iteration's forward of ``driven``, whatever calls it (the stock or a
+        custom ``train_step``); a forward the backward recomputes (with_cp) reuses the γ."""
+        if not self._in_train_iter:
             return
-        self._in_forward = False
-        for driven in self._driven:
-            if driven.calls > 1:
-                raise RuntimeError(
-                    f'FocusedDropoutHook: {driven.what} ran {driven.calls} times in one forward, so it '
-                    f'would mask {driven.calls} times; target a module that runs once per forward '
-                    f'(e.g. a stage or block, not a ReLU that a Bottleneck calls three times)')
-            if not self.masking:
-                continue
-            if driven.calls == 0:
-                raise RuntimeError(f'FocusedDropoutHook: {driven.what} did not run in the forward of a '
-                                   f'focused iteration, so nothing was masked')
-            if driven.eval_calls:
-                raise RuntimeError(
-                    f'FocusedDropoutHook: {driven.what} is in eval mode during training, so it cannot '
-                    f'mask: its stage is frozen (frozen_stages covers it) or the model put it in eval; '
-                    f'target or plug into a trainable stage')
-            driven.module.hold_gamma()  # a recomputed forward (with_cp) reuses this γ
+        if _in_backward():
+            driven.module.hold_gamma()
+            return
+        driven.calls += 1
+        if driven.calls > 1:
+            raise RuntimeError(
+                f'FocusedDropoutHook: {driven.what} ran a second time in one training iteration, so it '
+                f'would mask twice; target a module that runs once per forward (e.g. a stage or block, '
+                f'not a ReLU that a Bottleneck calls three times)')
+        if self.masking and not training:
+            raise RuntimeError(
+                f'FocusedDropoutHook: {driven.what} is in eval mode during training, so it cannot '
+                f'mask: its stage is frozen (frozen_stages covers it) or the model put it in eval; '
+                f'target or plug into a trainable stage')
 
+    # optimizers ----------------------------------------------------------
     @staticmethod
-    def _optimizers(runner):
+    def _wrappers(runner) -> Dict[str, object]:
         wrappers = runner.optim_wrapper
-        wrappers = wrappers.values() if hasattr(wrappers, 'values') else [wrappers]
-        return [w.optimizer for w in wrappers]
+        return dict(wrappers.items()) if hasattr(wrappers, 'items') else {'optim_wrapper': wrappers}
 
-    def _wrap_step(self, optimizer) -> None:
+    def _named_optimizers(self, runner) -> List[Tuple[str, torch.optim.Optimizer]]:
+        return [(name, wrapper.optimizer) for name, wrapper in self._wrappers(runner).items()]
+
+    def _accumulative_counts(self, runner) -> int:
+        """Iterations per optimizer step, from the built wrappers (mmengine steps when its count
+        of backwards, which starts at the resumed iteration, is a multiple of it or the last)."""
+        counts = {name: int(getattr(w, '_accumulative_counts', 1)) for name, w in self._wrappers(runner).items()}
+        if len(set(counts.values())) > 1:
+            raise ValueError(f'optim_wrapper: the optimizer wrappers accumulate different numbers of '
+                             f'micro-batches per step, {counts}; FocusedDropoutHook decides once per optimizer '
+                             f'step (§4) and needs them to agree')
+        return next(iter(counts.values()))
+
+    def _wrap_step(self, name: str, optimizer) -> None:
         """Magnify the weight decay inside ``optimizer.step`` itself (an instance attribute,
-        removed in ``after_train``). Setting it in ``before_train_iter`` and restoring it in
-        ``after_train_iter`` would leave the magnified value in the param groups for every
-        reader in between and after a step that raises: mmengine's weight-decay schedulers
-        (which scale the current value), optimizer state saved in a checkpoint, a caller that
-        catches the error. Inside the step, only the step sees it."""
-        if id(optimizer) in self._wrapped_optimizers:
+        removed in ``after_train``), so only the step sees it (not weight-decay schedulers, saved
+        optimizer state or a caller of a step that raised), and record what the step used.
+        GradScaler skips the call on a step it skips, so nothing is recorded then."""
+        if getattr(optimizer.step, 'focused_dropout_hook', None) is self:  # before_train ran twice
             return
-        self._wrapped_optimizers.add(id(optimizer))
         step = optimizer.step
         multiplier = self.weight_decay_multiplier
 
         @functools.wraps(step)
         def step_with_magnified_weight_decay(*args, **kwargs):
+            groups = optimizer.param_groups
             if not self._focused_step or multiplier == 1.0:
+                self._step_decay[name] = max((g['weight_decay'] for g in groups), default=0.0)
                 return step(*args, **kwargs)
-            base = [group['weight_decay'] for group in optimizer.param_groups]
-            for group, decay in zip(optimizer.param_groups, base):
+            base = [group['weight_decay'] for group in groups]
+            for group, decay in zip(groups, base):
                 group['weight_decay'] = decay * multiplier
+            self._step_decay[name] = max((g['weight_decay'] for g in groups), default=0.0)
             try:
                 return step(*args, **kwargs)
             finally:
-                for group, decay in zip(optimizer.param_groups, base):
+                for group, decay in zip(groups, base):
                     group['weight_decay'] = decay
 
+        step_with_magnified_weight_decay.focused_dropout_hook = self
         optimizer.step = step_with_magnified_weight_decay
         self._unwrap.append(lambda: vars(optimizer).pop('step', None))
 
@@ -337,26 +376,48 @@ class FocusedDropoutHook(Hook):
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         self._focused_step = self.is_focused_step(runner.iter // self._accumulation)
         self._in_train_iter = True
-        for index, module in enumerate(self._modules):
-            module.active = self.masking
-            module.last_keep_ratio = None
-            module.seed_gamma(self.gamma_seed(runner.iter, runner.rank, index) if self.masking else None)
+        self._step_decay.clear()
+        for index, driven in enumerate(self._driven):
+            driven.calls = 0
+            driven.module.active = self.masking
+            driven.module.last_keep_ratio = None
+            driven.module.seed_gamma(self.gamma_seed(runner.iter, runner.rank, index) if self.masking else None)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        self._in_train_iter = False
+        if self.masking:
+            missing = [d.what for d in self._driven if d.calls == 0]
+            if missing:
+                raise RuntimeError(f'FocusedDropoutHook: {", ".join(missing)} did not run in the training '
+                                   f'iteration {runner.iter}, a focused one, so nothing was masked there')
         hub = runner.message_hub
         ratios = [d.module.last_keep_ratio for d in self._driven]
         applied = self.masking and all(r is not None for r in ratios)
         hub.update_scalar('train/fd/active', float(applied))
-        decay = max((g['weight_decay'] for g in self._optimizers(runner)[0].param_groups), default=0.0)
-        factor = self.weight_decay_multiplier if self._focused_step else 1.0
-        hub.update_scalar('train/fd/weight_decay', decay * factor)
+        self._log_weight_decay(hub)
         if applied:  # only on focused iterations: the .tolist() below syncs once
             ratios = torch.stack([r.float() for r in ratios]).tolist()
-            hub.update_scalar('train/fd/keep_ratio', sum(ratios) / len(ratios))
+            if self.allow_nested_targets:  # nested masks: an average would not be what was kept
+                for driven, ratio in zip(self._driven, ratios):
+                    hub.update_scalar(f'train/fd/keep_ratio/{driven.name}', ratio)
+            else:
+                hub.update_scalar('train/fd/keep_ratio', sum(ratios) / len(ratios))
             self._warn_keep_all(runner, ratios)
         for module in self._modules:
             module.active = False
-        self._focused_step = self._in_train_iter = False
+        self._focused_step = False
+
+    def _log_weight_decay(self, hub) -> None:
+        """The weight decay each optimizer's step used in this iteration (its base value where
+        none stepped: an accumulation micro-batch, a step GradScaler skipped); ``fd/weight_decay``
+        is the largest, and with several optimizers each is logged under its name too."""
+        used = {name: self._step_decay.get(name, max((g['weight_decay'] for g in optimizer.param_groups),
+                                                      default=0.0))
+                for name, optimizer in self._optimizers}
+        hub.update_scalar('train/fd/weight_decay', max(used.values(), default=0.0))
+        if len(used) > 1:
+            for name, decay in used.items():
+                hub.update_scalar(f'train/fd/weight_decay/{name}', decay)
 
     def _warn_keep_all(self, runner, ratios: List[float]) -> None:
         for driven, ratio in zip(self._driven, ratios):
@@ -369,17 +430,20 @@ class FocusedDropoutHook(Hook):
                     f'grow); fd/keep_ratio shows when it starts to drop (logged once per module)')
 
     def settings(self) -> dict:
-        """What this hook does, as plain data: its arguments (``seed`` as resolved) and the
-        names of the modules it drives."""
+        """What this hook does, as plain data: its arguments, ``seed`` as resolved and the names
+        of the modules it drives (both None until ``before_train`` finds them)."""
         return dict(type=type(self).__name__, participation=self.participation,
                     weight_decay_multiplier=self.weight_decay_multiplier, targets=self.targets,
                     gamma_range=self._template.gamma_range, mode=self.mode, seed=self._seed,
-                    modules=[d.name for d in self._driven])
+                    modules=self._module_names)
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        """Record ``settings()`` in the checkpoint's ``meta['focused_dropout']``, where the
-        backbone transfer reads it (``fdrop_mm.transfer.extract_backbone``)."""
-        checkpoint.setdefault('meta', {})['focused_dropout'] = self.settings()
+        """Record ``settings()`` in the checkpoint's ``meta['focused_dropout']`` and, in
+        ``meta['focused_dropout_history']``, which settings ran from which iteration; the
+        backbone transfer reads both (``fdrop_mm.transfer.extract_backbone``)."""
+        meta = checkpoint.setdefault('meta', {})
+        meta['focused_dropout'] = self.settings()
+        meta['focused_dropout_history'] = self._history or [dict(from_iter=runner.iter, settings=self.settings())]
 
     def after_train(self, runner) -> None:
         for handle in self._handles:
@@ -388,6 +452,4 @@ class FocusedDropoutHook(Hook):
             unwrap()
         self._handles.clear()
         self._unwrap.clear()
-        self._wrapped_optimizers.clear()
         self._driven.clear()
-
