@@ -10,6 +10,7 @@ import uuid
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.fileio import load
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 from mmpretrain.registry import MODELS
@@ -48,24 +49,57 @@ def run_test(config, checkpoint, work_dir, cfg_options=None, allow_partial=False
     return json.loads(metrics.read_text())
 
 
+def hand_scores(config, state_dict, work_dir):
+    """Softmax scores of the model of ``config`` with ``state_dict`` on the test split, in
+    order, computed here from the logits of its forward pass."""
+    cfg = Config.fromfile(str(config))
+    runner = Runner.from_cfg(dict(cfg.to_dict(), work_dir=str(work_dir),
+                                  experiment_name=f'hand_{uuid.uuid4().hex[:8]}'))
+    runner.model.load_state_dict(state_dict)
+    runner.model.eval()
+    scores, labels = [], []
+    with torch.no_grad():
+        for batch in runner.test_dataloader:
+            data = runner.model.data_preprocessor(batch, False)
+            scores.append(runner.model(data['inputs'], mode='tensor').softmax(dim=1))
+            labels += [int(sample.gt_label) for sample in data['data_samples']]
+    return torch.cat(scores), torch.tensor(labels)
+
+
 @pytest.mark.parametrize('hooks', [[], EMA], ids=['plain', 'ema'])
 def test_own_checkpoint_with_ema_state_is_tested(classifier, tmp_path, hooks):
-    """The strict check passes a checkpoint of the same model, tested with and without EMAHook."""
+    """The strict check passes a checkpoint of the same model, and the test scores its
+    ``state_dict`` (where EMAHook saved the averaged parameters), with and without EMAHook:
+    the scores and top-1 are those computed here by hand from that state_dict."""
     config, ckpt = classifier
-    assert 'ema_state_dict' in torch.load(ckpt)
+    saved = torch.load(ckpt)
+    assert 'ema_state_dict' in saved
+    expected, labels = hand_scores(config, saved['state_dict'], tmp_path / 'hand')
     with_hooks = tmp_path / 'config.py'
     Config(dict(Config.fromfile(str(config)).to_dict(), custom_hooks=hooks)).dump(str(with_hooks))
-    metrics = run_test(with_hooks, ckpt, tmp_path)
-    assert 0 <= metrics['accuracy/top1'] <= 100
+    dump = tmp_path / 'predictions.pkl'
+    metrics = run_test(with_hooks, ckpt, tmp_path, cfg_options={'test_evaluator': [
+        dict(type='Accuracy', topk=(1, )), dict(type='DumpResults', out_file_path=str(dump))]})
+    scores = torch.stack([prediction['pred_score'] for prediction in load(str(dump))])
+    torch.testing.assert_close(scores, expected)
+    assert metrics['accuracy/top1'] == pytest.approx(
+        100 * (expected.argmax(dim=1) == labels).float().mean().item())
 
 
 def test_ddp_saved_keys_fit(classifier, tmp_path):
-    """Runner.load_checkpoint strips ``module.`` (a raw DDP state_dict); so does the check."""
+    """Runner.load_checkpoint strips ``module.`` (a raw DDP state_dict); so does the check, which
+    still refuses such a checkpoint that lacks a key, naming the model's key."""
     config, ckpt = classifier
     state = torch.load(ckpt)['state_dict']
-    torch.save({'state_dict': {f'module.{k}': v for k, v in state.items()}}, tmp_path / 'ddp.pth')
+    ddp = {f'module.{k}': v for k, v in state.items()}
+    torch.save({'state_dict': ddp}, tmp_path / 'ddp.pth')
+    del ddp['module.head.fc.bias']
+    torch.save({'state_dict': ddp}, tmp_path / 'ddp_no_bias.pth')
     init_default_scope('mmpretrain')
-    check_checkpoint_fits(MODELS.build(Config.fromfile(str(config)).model), tmp_path / 'ddp.pth')
+    model = MODELS.build(Config.fromfile(str(config)).model)
+    check_checkpoint_fits(model, tmp_path / 'ddp.pth')
+    with pytest.raises(ValueError, match=r"does not fit the ImageClassifier: 1 missing: \['head\.fc\.bias'\]\. For a"):
+        check_checkpoint_fits(model, tmp_path / 'ddp_no_bias.pth')
 
 
 def test_mis_shaped_head_is_refused_or_partially_loaded_on_request(classifier, tmp_path):

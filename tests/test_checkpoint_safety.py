@@ -13,10 +13,6 @@ from mmpretrain.registry import MODELS
 from tests.conftest import classifier_cfg
 
 
-def test_weights_only_loading_is_not_switched_off():
-    assert 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD' not in os.environ
-
-
 def test_save_resume_load_from_and_pretrained_init(image_folder, tmp_path):
     first = Runner.from_cfg(Config(classifier_cfg(image_folder, tmp_path / 'a', max_iters=4)))
     first.train()

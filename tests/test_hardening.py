@@ -61,7 +61,12 @@ def train_process(config, work_dir, tmp_path, *extra, pause_after=None):
     return proc
 
 
-def finish(proc, timeout=300):
+# Each wait of a training subprocess: the whole kill-and-resume test took 232 s on the 2-core
+# machine at load average 9 (three trainings, two at once); 3x that, with room.
+TRAINING_DEADLINE_S = 900
+
+
+def finish(proc, timeout=TRAINING_DEADLINE_S):
     proc.wait(timeout=timeout)
     assert proc.returncode == 0, proc.log.read_text()[-3000:]
 
@@ -80,7 +85,7 @@ def test_killed_training_resumes_to_the_uninterrupted_weights(image_folder, tmp_
 
     killed = train_process(tmp_path / 'cfg.py', tmp_path / 'killed', tmp_path, pause_after=6)
     Runner.from_cfg(Config.fromfile(str(tmp_path / 'cfg.py'))).train()  # uninterrupted, meanwhile, here
-    deadline = time.time() + 300
+    deadline = time.time() + TRAINING_DEADLINE_S
     while not (tmp_path / 'killed' / 'paused').exists():
         assert killed.poll() is None, killed.log.read_text()[-3000:]
         assert time.time() < deadline, 'the run to be killed never reached iteration 6'

@@ -268,14 +268,6 @@ def test_wrong_prefix(extracted):
         resnet(strict(dst, prefix=None)).init_weights()
 
 
-def test_stock_pretrained_silently_keeps_random_weights(extracted):
-    """Why StrictPretrained exists: mmengine's Pretrained only logs what it did not load."""
-    dst, written = extracted
-    forgot_prefix = resnet(dict(type='Pretrained', checkpoint=str(dst)))
-    forgot_prefix.init_weights()
-    assert not torch.equal(forgot_prefix.conv1.weight, written['state_dict']['backbone.conv1.weight'])
-
-
 def test_strict_pretrained_must_be_the_only_init_cfg(extracted):
     with pytest.raises(ValueError, match=r'ResNet\.init_cfg: StrictPretrained .*Kaiming'):
         resnet([strict(extracted[0]), dict(type='Kaiming', layer='Conv2d')]).init_weights()
