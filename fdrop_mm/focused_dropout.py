@@ -142,7 +142,25 @@ def _zero_dropped(t: Tensor, keep_bits: Tensor) -> Tensor:
 class _ApplyMask(torch.autograd.Function):
     """x masked by a broadcast (N, 1, H, W) mask, saving only the mask. The mask is a
     constant, so the backward is the same masking of the gradient, itself differentiable
-    (double backward, gradient penalties); setup_context and vmap serve torch.func."""
+    (double backward, gradient penalties)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, keep_bits: Tensor) -> Tensor:
+        ctx.save_for_backward(keep_bits)
+        return _zero_dropped(x, keep_bits)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        keep_bits, = ctx.saved_tensors
+        if torch.is_grad_enabled() or _under_torch_func():  # create_graph=True, or a transform
+            return _apply_mask(grad, keep_bits), None
+        return _zero_dropped(grad, keep_bits), None
+
+
+class _ApplyMaskUnderTorchFunc(_ApplyMask):
+    """_ApplyMask in the form torch.func needs (setup_context, a vmap rule, the forward-mode
+    derivative). Eager and compiled code keep _ApplyMask: this form's argument binding costs
+    about 0.1 ms a call, and dynamo cannot trace a custom jvp (a graph break)."""
 
     @staticmethod
     def forward(x: Tensor, keep_bits: Tensor) -> Tensor:
@@ -154,22 +172,12 @@ class _ApplyMask(torch.autograd.Function):
         ctx.save_for_forward(inputs[1])
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
-        keep_bits, = ctx.saved_tensors
-        return _apply_mask(grad, keep_bits), None
-
-    @staticmethod
     def vmap(info, in_dims, x: Tensor, keep_bits: Tensor):
         # batch dimensions in front: (B, N, C, H, W) and (B, N, 1, H, W) or (N, 1, H, W) broadcast
         x_dim, keep_dim = in_dims
         x = x if x_dim is None else x.movedim(x_dim, 0)
         keep_bits = keep_bits if keep_dim is None else keep_bits.movedim(keep_dim, 0)
         return _apply_mask(x, keep_bits), 0
-
-
-class _ApplyMaskWithJvp(_ApplyMask):
-    """_ApplyMask with its forward-mode derivative, the tangent masked alike (torch.func.jvp,
-    hessian); dynamo cannot trace a custom jvp (a graph break), so compiled code goes without."""
 
     @staticmethod
     def jvp(ctx, x_tangent: Tensor, keep_bits_tangent: None) -> Tensor:
@@ -178,7 +186,7 @@ class _ApplyMaskWithJvp(_ApplyMask):
 
 
 def _apply_mask(t: Tensor, keep_bits: Tensor) -> Tensor:
-    return (_ApplyMask if torch.compiler.is_compiling() else _ApplyMaskWithJvp).apply(t, keep_bits)
+    return (_ApplyMaskUnderTorchFunc if _under_torch_func() else _ApplyMask).apply(t, keep_bits)
 
 
 def focused_mask(x: Tensor, gamma: Union[float, Tensor]) -> Tensor:
@@ -344,18 +352,20 @@ class FocusedDropout(nn.Module):
         if self._gamma_seed is not None and self._generator is None:
             self._generator = torch.Generator(device=x.device).manual_seed(self._gamma_seed)
         low, high = self.gamma_range
-        # allocated from x, so that under vmap(randomness='different') each vmapped call draws its own γ
+        under_torch_func = _under_torch_func()
+        # under vmap, allocated from x so that randomness='different' gives each vmapped call its own γ
         gamma = torch.empty_like(x[:, 0, 0, 0], dtype=torch.get_default_dtype(),
-                                 memory_format=torch.contiguous_format)
+                                 memory_format=torch.contiguous_format) if under_torch_func else \
+            torch.empty(x.shape[0], device=x.device)
         try:
             gamma.uniform_(low, high, generator=self._generator)
         except RuntimeError as error:  # vmap's default randomness='error'
-            if not _under_torch_func():
+            if not under_torch_func:
                 raise
             raise RuntimeError(f"{self!r} draws γ at random: pass randomness='different' to torch.func.vmap "
                                f"(each vmapped call draws its own γ, as the samples of a batch do) or 'same', "
                                f'or call focused_dropout with a fixed γ') from error
-        if not _under_torch_func():  # a transform's tensors must not outlive it
+        if not under_torch_func:  # a transform's tensors must not outlive it
             self._held_gamma = gamma
         return gamma
 
