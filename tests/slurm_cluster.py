@@ -13,6 +13,9 @@ from typing import Dict, List, Optional
 
 from tests.conftest import free_ports
 
+# The node is idle 0.03-1.1 s after munged starts on a quiet 2-core machine (shared/notes/
+# local_slurm.md); far more for one loaded by a training beside it.
+NODE_START_S = 120
 DAEMONS = ('munged', 'mungekey', 'slurmctld', 'slurmd', 'sbatch', 'srun', 'squeue', 'scontrol', 'sinfo')
 
 
@@ -49,7 +52,7 @@ class LocalSlurm:
     jobs, ends slurmd, slurmctld and munged (the pids their pid files gave at start, SIGKILL after
     a timeout), then any process still holding a file of the cluster (a job step)."""
 
-    def __init__(self, root: Path, deadline_s: float = 30):
+    def __init__(self, root: Path, deadline_s: float = NODE_START_S):
         self.root = Path(root)
         self.deadline_s = deadline_s
         self.node = socket.gethostname().split('.')[0]
@@ -132,8 +135,12 @@ class LocalSlurm:
             raise RuntimeError(f'{" ".join(args)} failed ({proc.returncode}): {proc.stderr}')
         return proc.stdout
 
+    def logs(self) -> str:
+        """The end of every daemon's log, for a cluster that did not start."""
+        return '\n'.join(f'--- {daemon}:\n{self.log_tail(daemon)}' for daemon in ('slurmctld', 'slurmd', 'munged'))
+
     def log_tail(self, daemon: str, lines: int = 15) -> str:
-        log = self.root / 'log' / f'{daemon}.log'
+        log = self.munge / 'munged.log' if daemon == 'munged' else self.root / 'log' / f'{daemon}.log'
         return ''.join(log.read_text().splitlines(keepends=True)[-lines:]) if log.is_file() else f'(no {log})'
 
     def pid(self, daemon: str) -> Optional[int]:
