@@ -95,6 +95,8 @@ def resumed_history(runner, meta: Optional[dict], settings: Optional[dict]) -> L
     if not meta or runner.iter == 0:
         return current if settings is not None else []
     history = meta.get('focused_dropout_history') or [dict(from_iter=0, settings=meta.get('focused_dropout'))]
+    if not any(h['settings'] for h in history + current):
+        return []  # FocusedDropout never ran
     changes = _changes(history[-1]['settings'], settings)
     if not changes:
         return history
