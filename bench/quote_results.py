@@ -39,13 +39,16 @@ def rows(body: str) -> list:
 
 
 def quietness(body: str) -> str:
-    """``loaded: other processes used 1.23 of the 2 cores, load average 3.10 before`` from the Quietness line."""
+    """``loaded: other processes used 1.23 of the 2 cores, 1-min load average 3.10 before; commit 1234abc``
+    from the Quietness and Commit lines."""
     line = re.search(r'^- Quietness: \*\*(\w+)\*\*: load average \(1 / 5 / 15 min\) (\S+) .*? before, .*'
                      r'other processes used (\S+) of the (\d+) cores', body, re.M)
     if not line:
         raise SystemExit('quote_results.py: a section of bench/results.md has no Quietness line')
     verdict, load, others, cores = line.groups()
-    return f'{verdict}: other processes used {others} of the {cores} cores, 1-min load average {load} before'
+    commit = re.search(r'^- Commit: (\w+)', body, re.M)
+    return (f'{verdict}: other processes used {others} of the {cores} cores, 1-min load average {load} before; '
+            f'commit {commit.group(1)[:7] if commit else "unknown"}')
 
 
 def span(values) -> str:
