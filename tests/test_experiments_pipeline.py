@@ -236,6 +236,22 @@ def test_tiny_results_table_keeps_its_caveat_and_has_no_papers_numbers(tmp_path)
             '21.15 |') in table
 
 
+def test_results_table_names_a_pretraining_resumed_with_other_settings(tmp_path):
+    changed, plain = _records(70.0, 0.2335, seed=0)
+    changed['focused_dropout_history'] = [
+        dict(from_iter=0, settings=dict(type='FocusedDropoutHook', participation=0.1, seed=3)),
+        dict(from_iter=40, settings=None)]
+    unchanged = _records(78.0, 0.2115, seed=0)[0]
+    unchanged['focused_dropout_history'] = [dict(from_iter=0, settings=dict(participation=0.1))]
+    rows = [result_row('fd', 0, changed, plain), result_row('baseline', 0, unchanged, plain)]
+    lines = write_results(rows, tmp_path, tiny=True).splitlines()
+    assert ('- fd, seed 0: trained with changing FocusedDropout settings (resumed): from iteration 0: '
+            'participation=0.1, seed=3; from iteration 40: without FocusedDropoutHook') in lines
+    assert not any(line.startswith('- baseline') for line in lines), 'one segment: nothing changed'
+    # a stage record written before histories were kept reads as no history
+    assert result_row('fd', 0, *_records(70.0, 0.2335))['focused_dropout_history'] == []
+
+
 def test_stage_graph_and_a_stage_whose_upstream_is_not_complete(tmp_path):
     pipeline = Pipeline(work_dir=tmp_path / 'work', data_root=tmp_path / 'data', tiny=True,
                         random_init_floor=True, seeds=(0, 1))

@@ -18,7 +18,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 
 from fdrop_mm.testing.tiny_data import DATASET_FOLDERS, MANIFEST, generate
-from fdrop_mm.transfer import extract_backbone
+from fdrop_mm.transfer import extract_backbone, focused_dropout_note
 
 from .aggregate import format_mean_std
 from .launcher import REPO, TOOLS, Launcher
@@ -162,9 +162,11 @@ class Pipeline(StageGraph):
         if is_pretraining(stage):
             metrics = self.launcher.test(config, checkpoint, work_dir)
             backbone = work_dir / 'backbone.pth'
-            extract_backbone(checkpoint, backbone, meta=dict(arm=stage.arm, seed=stage.seed, config=config))
+            written = extract_backbone(checkpoint, backbone,
+                                       meta=dict(arm=stage.arm, seed=stage.seed, config=config))
             return dict(config=config, checkpoint=str(checkpoint), backbone=str(backbone),
-                        metrics=metrics, files=[str(checkpoint), str(backbone)])
+                        metrics=metrics, files=[str(checkpoint), str(backbone)],
+                        focused_dropout_history=written['meta']['focused_dropout_history'])
         backbone = upstream[pretrain.name]['backbone'] if pretrain else None
         metrics = self.launcher.test(config, checkpoint, work_dir, options[:1])
         return dict(config=config, checkpoint=str(checkpoint), backbone=backbone,
@@ -178,10 +180,11 @@ class Pipeline(StageGraph):
         check_classifier_checkpoint(published, checkpoint, config, self.launcher.env)
         metrics = self.launcher.test(config, checkpoint, work_dir)
         backbone = work_dir / 'backbone.pth'
-        extract_backbone(checkpoint, backbone, meta=dict(arm=stage.arm, seed=stage.seed, config=config,
-                                                         published=published.source))
+        written = extract_backbone(checkpoint, backbone, meta=dict(arm=stage.arm, seed=stage.seed, config=config,
+                                                                   published=published.source))
         return dict(config=config, published=published.source, checkpoint=str(checkpoint),
-                    backbone=str(backbone), metrics=metrics, files=[str(checkpoint), str(backbone)])
+                    backbone=str(backbone), metrics=metrics, files=[str(checkpoint), str(backbone)],
+                    focused_dropout_history=written['meta']['focused_dropout_history'])
 
     def check_published(self) -> None:
         """Each published checkpoint verified (see :func:`check_classifier_checkpoint`) before
@@ -274,7 +277,8 @@ def result_row(arm: str, seed: int, pretrain: Optional[dict], detection: dict) -
         class_ap={key.split('AP50_', 1)[1]: PERCENT * value
                   for key, value in metrics.items() if 'AP50_' in key},
         source_checkpoint=(pretrain.get('published') or pretrain['checkpoint']) if pretrain else None,
-        detector_checkpoint=detection['checkpoint'])
+        detector_checkpoint=detection['checkpoint'],
+        focused_dropout_history=(pretrain.get('focused_dropout_history') or []) if pretrain else [])
 
 
 def format_cell(values: Sequence[Optional[float]], n: int) -> str:
@@ -333,6 +337,12 @@ def write_results(rows: Sequence[dict], work_dir: Path, tiny: bool) -> str:
         source = row['source_checkpoint'] if trained_here else row['pretraining']
         values = [format_cell([row[key]], 1) for key in ('top1', 'top5', 'mAP')]
         lines.append(f"| {row['arm']} | {row['seed']} | " + ' | '.join(values) + f' | {source} |')
+    resumed = [row for row in rows if len(row.get('focused_dropout_history') or []) > 1]
+    if resumed:
+        lines += ['', 'Pretrainings resumed with other FocusedDropout settings (the backbone\'s '
+                  '`focused_dropout_history`):', '']
+        lines += [f"- {row['arm']}, seed {row['seed']}: {focused_dropout_note(None, row['focused_dropout_history'])}"
+                  for row in resumed]
     lines += ['', '## Per-class AP at IoU 0.5 on VOC2007 test (%), mean ± sample std over seeds',
               '', '| class | ' + ' | '.join(f'{arm} (n={len(runs_of[arm])})' for arm in arms) + ' |',
               '|---|' + '---|' * len(arms)]
