@@ -40,6 +40,10 @@ def _describe(output) -> str:
     return f'a {type(output).__name__}'
 
 
+def _largest_weight_decay(param_groups) -> float:
+    return max((group['weight_decay'] for group in param_groups), default=0.0)
+
+
 def _in_backward() -> bool:
     """Whether autograd is running a backward on this thread: a forward there is a recomputation
     (activation checkpointing), not one of the iteration's forwards. Compiled code runs none."""
@@ -358,12 +362,12 @@ class FocusedDropoutHook(FocusedDropoutRecord):
         def step_with_magnified_weight_decay(*args, **kwargs):
             groups = optimizer.param_groups
             if not self._focused_step or multiplier == 1.0:
-                self._step_decay[name] = max((g['weight_decay'] for g in groups), default=0.0)
+                self._step_decay[name] = _largest_weight_decay(groups)
                 return step(*args, **kwargs)
             base = [group['weight_decay'] for group in groups]
             for group, decay in zip(groups, base):
                 group['weight_decay'] = decay * multiplier
-            self._step_decay[name] = max((g['weight_decay'] for g in groups), default=0.0)
+            self._step_decay[name] = _largest_weight_decay(groups)
             try:
                 return step(*args, **kwargs)
             finally:
@@ -413,8 +417,7 @@ class FocusedDropoutHook(FocusedDropoutRecord):
         """The weight decay each optimizer's step used in this iteration (its base value where
         none stepped: an accumulation micro-batch, a step GradScaler skipped); ``fd/weight_decay``
         is the largest, and with several optimizers each is logged under its name too."""
-        used = {name: self._step_decay.get(name, max((g['weight_decay'] for g in optimizer.param_groups),
-                                                      default=0.0))
+        used = {name: self._step_decay.get(name, _largest_weight_decay(optimizer.param_groups))
                 for name, optimizer in self._optimizers}
         hub.update_scalar('train/fd/weight_decay', max(used.values(), default=0.0))
         if len(used) > 1:
