@@ -2,9 +2,10 @@
 # Fresh machine -> working OpenMMLab environment in .venv/ (idempotent).
 #
 # Pins: torch 2.14.1, torchvision 0.29.1, mmengine 0.10.7, mmcv 2.1.0 (with ops),
-# mmdet 3.3.0, mmpretrain 1.2.0, pycocotools, plus fdrop_mm itself (editable) and
-# the test tools. mmcv 2.1.0 is source-only on PyPI and needs two fixes to build
-# against torch 2.14: setuptools<70 (its setup.py imports pkg_resources) and
+# mmdet 3.3.0, mmpretrain 1.2.0, pycocotools, mmsegmentation 1.2.2, mmaction2 1.2.0,
+# plus fdrop_mm itself (editable) and the test tools. mmaction2 goes in with --no-deps:
+# it declares opencv-contrib-python, a second copy of cv2 next to opencv-python.
+# mmcv 2.1.0 is source-only on PyPI and needs two fixes to build against torch 2.14: setuptools<70 (its setup.py imports pkg_resources) and
 # -std=c++20 instead of its hard-coded -std=c++17 (torch 2.14 headers #error on
 # anything older). The built wheel is cached in $FDROP_CACHE (default
 # ~/.cache/fdrop_mm), keyed by torch version and CPU/CUDA, so the ~12 minute
@@ -111,13 +112,21 @@ pip_quiet install "mmengine==0.10.7" "mmdet==3.3.0" "mmpretrain==1.2.0" "pycocot
   "numpy<2.5" "opencv-python>=4.10" matplotlib tensorboard "timm==1.0.31" "grad-cam==1.5.7" "rich>=13" \
   "pytest>=8" "$TORCH_PIN" "$TORCHVISION_PIN" "mmcv==$MMCV_VERSION"
 
+step "installing mmsegmentation 1.2.2 and mmaction2 1.2.0 (the seg and action extras)"
+# ftfy and regex: import mmseg.models needs them (mmseg/utils/tokenizer.py), mmseg does not declare them
+pip_quiet install "mmsegmentation==1.2.2" "prettytable==3.19.0" "ftfy==6.3.1" "regex==2026.12.2" \
+  "decord==0.6.0" einops scipy matplotlib Pillow "numpy<2.5" "opencv-python>=4.10"
+pip_quiet install --no-deps "mmaction2==1.2.0"
+
 step "installing fdrop_mm (editable)"
 pip_quiet install --no-deps --no-build-isolation -e "$REPO"
 
 "$PY" - <<'PY' || fail "the installed stack does not import; see the traceback above"
 import torch, mmengine, mmcv, mmcv.ops, mmdet, mmpretrain, fdrop_mm  # noqa: F401
+import mmseg, mmseg.models, mmaction  # noqa: F401
 print(f'[setup_env] ok: torch {torch.__version__}, mmengine {mmengine.__version__}, '
-      f'mmcv {mmcv.__version__}, mmdet {mmdet.__version__}, mmpretrain {mmpretrain.__version__}')
+      f'mmcv {mmcv.__version__}, mmdet {mmdet.__version__}, mmpretrain {mmpretrain.__version__}, '
+      f'mmseg {mmseg.__version__}, mmaction2 {mmaction.__version__}')
 PY
 took
 say "ready in $((SECONDS - START)) s: $VENV; the mmcv wheel is cached in $WHEEL_DIR"
