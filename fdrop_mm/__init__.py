@@ -7,7 +7,8 @@ The operator is pure torch and needs no other package::
 Layers, each importing only those above it:
 
 - ``fdrop_mm.focused_dropout``: the operator (torch only).
-- ``fdrop_mm.compat``: torch >= 2.6 weights-only loading of mmengine checkpoints; DDP on CPU.
+- ``fdrop_mm.compat``: torch >= 2.6 weights-only loading of mmengine checkpoints; DDP on CPU;
+  ``import mmaction.models`` with the registry's mmaction2 1.2.0, which lacks DRN's files.
 - ``fdrop_mm.models``: the regularisers in root MODELS (FocusedDropout, SpatialDropout,
   DropBlock2d) and the paper's CIFAR backbones (mmpretrain's MODELS).
 - ``fdrop_mm.visualization``: the paper's pictures (CAM grids, reference channels, curves, live

@@ -5,11 +5,11 @@
 # mmdet 3.3.0, mmpretrain 1.2.0, pycocotools, mmsegmentation 1.2.2, mmaction2 1.2.0,
 # plus fdrop_mm itself (editable) and the test tools. mmaction2 goes in with --no-deps:
 # it declares opencv-contrib-python, a second copy of cv2 next to opencv-python.
-# mmcv 2.1.0 is source-only on PyPI and needs two fixes to build against torch 2.14: setuptools<70 (its setup.py imports pkg_resources) and
-# -std=c++20 instead of its hard-coded -std=c++17 (torch 2.14 headers #error on
-# anything older). The built wheel is cached in $FDROP_CACHE (default
-# ~/.cache/fdrop_mm), keyed by torch version and CPU/CUDA, so the ~12 minute
-# build happens once per machine.
+# mmcv 2.1.0 is source-only on PyPI and needs two fixes to build against torch 2.14:
+# setuptools<70 (its setup.py imports pkg_resources) and -std=c++20 instead of its
+# hard-coded -std=c++17 (torch 2.14 headers #error on anything older). The built
+# wheel is cached in $FDROP_CACHE (default ~/.cache/fdrop_mm), keyed by torch
+# version and CPU/CUDA, so the ~12 minute build happens once per machine.
 #
 # Environment:
 #   FDROP_VENV      venv location (default: <repo>/.venv)
@@ -123,7 +123,7 @@ pip_quiet install --no-deps --no-build-isolation -e "$REPO"
 
 "$PY" - <<'PY' || fail "the installed stack does not import; see the traceback above"
 import torch, mmengine, mmcv, mmcv.ops, mmdet, mmpretrain, fdrop_mm  # noqa: F401
-import mmseg, mmseg.models, mmaction  # noqa: F401
+import mmseg, mmseg.models, mmaction, mmaction.models  # noqa: F401  (fdrop_mm supplies mmaction's DRN files)
 print(f'[setup_env] ok: torch {torch.__version__}, mmengine {mmengine.__version__}, '
       f'mmcv {mmcv.__version__}, mmdet {mmdet.__version__}, mmpretrain {mmpretrain.__version__}, '
       f'mmseg {mmseg.__version__}, mmaction2 {mmaction.__version__}')
