@@ -1,11 +1,16 @@
 """FocusedDropout (Liu et al., arXiv 2103.15425), pure torch: no OpenMMLab import.
 
-The operator keeps the spatial positions where the channel with the highest mean
+The operator keeps the positions where the channel with the highest mean
 activation (the "reference channel") is strong, and zeroes every channel
-elsewhere (§4, Fig. 3). Which batches use it and the magnified weight decay on
-those batches (§4, §5.2) are decided by the training loop, see
-``fdrop_mm.engine.hooks.FocusedDropoutHook``; this module only holds the mask.
+elsewhere (§4, Fig. 3). §4 defines it on a feature map's positions, whatever
+their number: x is (N, C, *S) with 1, 2 or 3 positional dims S, i.e. (N, C, L),
+(N, C, H, W) or (N, C, T, H, W), and the mean, the maximum and the mask run over
+all of S (for a video clip, one focused spatio-temporal volume). Which batches
+use it and the magnified weight decay on those batches (§4, §5.2) are decided by
+the training loop, see ``fdrop_mm.engine.hooks.FocusedDropoutHook``; this module
+only holds the mask.
 """
+import math
 import numbers
 import warnings
 from typing import Optional, Sequence, Tuple, Union
@@ -21,10 +26,15 @@ _SAME_WIDTH_INT = {torch.float16: torch.int16, torch.bfloat16: torch.int16,
                    torch.float32: torch.int32, torch.float64: torch.int64}
 
 
+# the memory formats torch names for channels-innermost tensors, by rank
+_CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
+
+
 def _check_input(x: Tensor) -> None:
-    if not isinstance(x, Tensor) or x.dim() != 4:
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f'FocusedDropout expects x of shape (N, C, H, W), got {shape}')
+    if not isinstance(x, Tensor) or x.dim() not in (3, 4, 5):
+        shape = f'a {x.dim()}-D tensor of shape {tuple(x.shape)}' if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f'FocusedDropout expects x of shape (N, C, *S) with 1 to 3 positional dims S: '
+                         f'(N, C, L), (N, C, H, W) or (N, C, T, H, W), got {shape}')
     if x.dtype not in _SAME_WIDTH_INT:
         raise TypeError(f'FocusedDropout expects a floating-point x (float16, bfloat16, float32 or '
                         f'float64), got dtype {x.dtype}')
@@ -55,18 +65,36 @@ def _check_gamma_range(low: float, high: float, field: str = 'gamma_range') -> N
 # elements (4 MiB of float32) at a time keeps each cast in cache instead of writing a
 # float32 copy of x (2x its size, page-faulted where large); 2^19-2^20 measured best
 _CAST_CHUNK_ELEMENTS = 2 ** 20
-# up to this H·W, a channels_last x is summed faster as ones(H·W) @ x(N, H·W, C) (one BLAS
-# gemv per sample, ~2x at 14x14 and 7x7 on CPU) than by torch's reduction over H and W
+# A channels-innermost x (channels_last, channels_last_3d, a transposed (N, L, C)) is summed
+# faster as ones(P) @ x(N, P, C), one BLAS gemv per sample over its P positions, than by torch's
+# reduction over the positional dims: for 4-D up to this H·W (~2x at 14x14 and 7x7 on CPU) ...
 _GEMV_MAX_POSITIONS = 256
+# ... and for 3-D and 5-D from this many elements (~1.5x at 2^20-2^23 on CPU, C >= 16; a smaller
+# x stays in cache, where the reduction is faster)
+_GEMV_MIN_ELEMENTS = 2 ** 20
+
+
+def _positional_dims(x: Tensor) -> Tuple[int, ...]:
+    return tuple(range(2, x.dim()))
+
+
+def _channels_innermost(x: Tensor) -> bool:
+    """Whether x is (N, *S, C) in memory: channels_last (4-D), channels_last_3d (5-D), or for
+    3-D a (N, L, C) tensor transposed to (N, C, L)."""
+    if x.dim() in _CHANNELS_LAST:
+        return x.is_contiguous(memory_format=_CHANNELS_LAST[x.dim()])
+    return x.transpose(1, 2).is_contiguous()
 
 
 def _spatial_sums(x: Tensor, out: Optional[Tensor] = None) -> Tensor:
-    """(N, C) sums over H and W of a float32/float64 CPU x, written to ``out`` if given."""
-    n, c, h, w = x.shape
-    if h * w <= _GEMV_MAX_POSITIONS and c > 1 and x.is_contiguous(memory_format=torch.channels_last):
-        ones = torch.ones(h * w, dtype=x.dtype, device=x.device)
-        return torch.matmul(ones, x.permute(0, 2, 3, 1).reshape(n, h * w, c), out=out)
-    return torch.sum(x, dim=(2, 3), out=out)
+    """(N, C) sums over all positions of a float32/float64 CPU x, written to ``out`` if given."""
+    n, c = x.shape[:2]
+    positions = math.prod(x.shape[2:])
+    gemv = positions <= _GEMV_MAX_POSITIONS if x.dim() == 4 else x.numel() >= _GEMV_MIN_ELEMENTS
+    if gemv and c > 1 and _channels_innermost(x):
+        ones = torch.ones(positions, dtype=x.dtype, device=x.device)
+        return torch.matmul(ones, x.permute(0, *_positional_dims(x), 1).reshape(n, positions, c), out=out)
+    return torch.sum(x, dim=_positional_dims(x), out=out)
 
 
 def _under_torch_func() -> bool:
@@ -75,14 +103,14 @@ def _under_torch_func() -> bool:
 
 
 def _channel_sums(x: Tensor, compute_dtype: torch.dtype) -> Tensor:
-    """(N, C) spatial sums of x in ``compute_dtype``: one read of x, no copy of it."""
+    """(N, C) sums over all positions of x in ``compute_dtype``: one read of x, no copy of it."""
     if x.device.type != 'cpu' or torch.compiler.is_compiling() or _under_torch_func():
         # CUDA and inductor cast inside the reduction; vmap has no out= or channels_last query
-        return x.sum(dim=(2, 3), dtype=compute_dtype)
+        return x.sum(dim=_positional_dims(x), dtype=compute_dtype)
     if x.dtype == compute_dtype:
         return _spatial_sums(x)
-    n, c, h, w = x.shape
-    samples = max(1, _CAST_CHUNK_ELEMENTS // (c * h * w))
+    n, c = x.shape[:2]
+    samples = max(1, _CAST_CHUNK_ELEMENTS // math.prod(x.shape[1:]))
     sums = torch.empty(n, c, dtype=compute_dtype, device=x.device)
     for start in range(0, n, samples):
         _spatial_sums(x[start:start + samples].to(compute_dtype), out=sums[start:start + samples])
@@ -99,23 +127,25 @@ def _reference_channel(x: Tensor, compute_dtype: torch.dtype) -> Tensor:
 @torch.no_grad()
 def reference_channel(x: Tensor) -> Tensor:
     """FocusedDropout's reference channel per sample (§4, Eqs. 1-2): the (N,) index of the
-    channel of ``x`` (N, C, H, W) with the highest spatial mean, exactly as the mask chooses it
-    (float32 means, float64 for float64 input; first on ties; NaN means are not chosen)."""
+    channel of ``x`` (N, C, *S) with the highest mean over all positions S, exactly as the mask
+    chooses it (float32 means, float64 for float64 input; first on ties; NaN means are not chosen)."""
     _check_input(x)
     return _reference_channel(x, torch.float64 if x.dtype == torch.float64 else torch.float32)
 
 
 @torch.no_grad()
 def _dropped(x: Tensor, gamma: Tensor) -> Tensor:
-    """The (N, 1, H, W) bool mask of the positions dropped at the (N,) ``gamma`` (Eqs. 1-4),
-    in float32 (float64 for float64 x). Every per-sample rule is one (N, 1, 1) bound, so the
-    plane sees one comparison: dropped = reference <= min(γ·peak, the float below peak), and
-    the bound is NaN (all kept) where the peak is <= 0 or NaN. docs/operator.md gives the rules.
+    """The (N, 1, *S) bool mask of the positions dropped at the (N,) ``gamma`` (Eqs. 1-4),
+    in float32 (float64 for float64 x), the reference channel and its peak taken over all
+    positions S. Every per-sample rule is one (N, 1, 1) bound, so the positions see one
+    comparison: dropped = reference <= min(γ·peak, the float below peak), and the bound is NaN
+    (all kept) where the peak is <= 0 or NaN. docs/operator.md gives the rules.
     """
-    n, _, h, w = x.shape
+    n, _, *positional = x.shape
     compute_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     channel = _reference_channel(x, compute_dtype)
-    reference = x.flatten(2).gather(1, channel.view(n, 1, 1).expand(n, 1, h * w)).to(compute_dtype)
+    rows = x.flatten(2)  # (N, C, P): each channel's P positions in one row
+    reference = rows.gather(1, channel.view(n, 1, 1).expand(n, 1, rows.shape[2])).to(compute_dtype)
     peak = reference.amax(dim=2, keepdim=True)  # (N, 1, 1)
     # A reference channel with max <= 0 has no "focused area" (Eq. 4's threshold
     # would be >= its max, or flip sign); keep the sample whole instead of
@@ -123,7 +153,7 @@ def _dropped(x: Tensor, gamma: Tensor) -> Tensor:
     below_peak = torch.nextafter(peak, peak.new_full((), -float('inf')))
     bound = torch.fmin(gamma.to(compute_dtype).view(n, 1, 1) * peak, below_peak)
     bound = torch.where(peak > 0, bound, float('nan'))
-    return (reference <= bound).view(n, 1, h, w)
+    return (reference <= bound).view(n, 1, *positional)
 
 
 def _keep_bits(dropped: Tensor, dtype: torch.dtype, keep_dropped: bool = False) -> Tensor:
@@ -140,7 +170,7 @@ def _zero_dropped(t: Tensor, keep_bits: Tensor) -> Tensor:
 
 
 class _ApplyMask(torch.autograd.Function):
-    """x masked by a broadcast (N, 1, H, W) mask, saving only the mask. The mask is a
+    """x masked by a broadcast (N, 1, *S) mask, saving only the mask. The mask is a
     constant, so the backward is the same masking of the gradient, itself differentiable
     (double backward, gradient penalties)."""
 
@@ -173,7 +203,7 @@ class _ApplyMaskUnderTorchFunc(_ApplyMask):
 
     @staticmethod
     def vmap(info, in_dims, x: Tensor, keep_bits: Tensor):
-        # batch dimensions in front: (B, N, C, H, W) and (B, N, 1, H, W) or (N, 1, H, W) broadcast
+        # batch dimensions in front: (B, N, C, *S) and (B, N, 1, *S) or (N, 1, *S) broadcast
         x_dim, keep_dim = in_dims
         x = x if x_dim is None else x.movedim(x_dim, 0)
         keep_bits = keep_bits if keep_dim is None else keep_bits.movedim(keep_dim, 0)
@@ -190,21 +220,23 @@ def _apply_mask(t: Tensor, keep_bits: Tensor) -> Tensor:
 
 
 def focused_mask(x: Tensor, gamma: Union[float, Tensor]) -> Tensor:
-    """FocusedDropout's binary spatial mask (§4, Eqs. 1-4).
+    """FocusedDropout's binary mask over the positions (§4, Eqs. 1-4).
 
-    For each sample n: k = argmax_c mean_{i,j} x[n, c] (first index on ties);
-    mask[n, 0, i, j] = 1 where x[n, k, i, j] > gamma[n] * max_{i,j} x[n, k], else 0,
+    For each sample n, with p running over all positions of x[n, c] (L, H×W or T×H×W):
+    k = argmax_c mean_p x[n, c, p] (first index on ties);
+    mask[n, 0, p] = 1 where x[n, k, p] > gamma[n] * max_p x[n, k, p], else 0,
     and 1 at the maximum itself (so gamma = 1 keeps the peak rather than nothing).
     A sample whose reference channel has max <= 0 keeps every position.
     Non-finite x: channels with a NaN mean are not chosen as reference (unless
     all are); an +inf peak keeps the +inf positions; a NaN peak keeps everything.
 
     Args:
-        x: (N, C, H, W) floating tensor, any memory format.
+        x: (N, C, L), (N, C, H, W) or (N, C, T, H, W) floating tensor, any memory format.
         gamma: a float or a (N,) tensor of threshold ratios in (0, 1].
 
     Returns:
-        (N, 1, H, W) tensor of zeros and ones, x's dtype and device, no autograd.
+        (N, 1, *S) tensor of zeros and ones (S: x's positional dims), x's dtype and device,
+        no autograd.
     """
     _check_input(x)
     gamma = _gamma_per_sample(x, gamma)
@@ -237,8 +269,9 @@ def focused_dropout(x: Tensor, gamma: Union[float, Tensor], opposite: bool = Fal
     host-device synchronisation: a float ``gamma`` is checked, a (N,) tensor's values are
     the caller's to keep in (0, 1] (checking them would synchronise; ``focused_mask`` does).
 
-    Returns the masked x (x's dtype and memory format), and with ``return_keep`` also the
-    (N, 1, H, W) bool mask of kept positions.
+    ``x`` is (N, C, *S) with 1 to 3 positional dims S (see ``focused_mask``). Returns the masked
+    x (x's dtype and memory format), and with ``return_keep`` also the (N, 1, *S) bool mask of
+    kept positions.
     """
     _check_input(x)
     out, dropped = _masked(x, _gamma_per_sample(x, gamma), opposite)
@@ -248,7 +281,7 @@ def focused_dropout(x: Tensor, gamma: Union[float, Tensor], opposite: bool = Fal
 
 
 def _masked(x: Tensor, gamma: Tensor, opposite: bool) -> Tuple[Tensor, Tensor]:
-    """x masked, and the (N, 1, H, W) bool mask of the focused area's complement."""
+    """x masked, and the (N, 1, *S) bool mask of the focused area's complement."""
     _check_capturable()
     dropped = _dropped(x, gamma)
     return _apply_mask(x, _keep_bits(dropped, x.dtype, keep_dropped=opposite)), dropped
@@ -282,7 +315,8 @@ class _ScriptedFocusedDropout(nn.Module):
 
 class FocusedDropout(nn.Module):
     """Keep the units in the reference channel's focused area, zero the rest (§4):
-    ``focused_dropout`` at a γ drawn per sample; docs/operator.md gives the semantics.
+    ``focused_dropout`` at a γ drawn per sample, on (N, C, L), (N, C, H, W) or (N, C, T, H, W)
+    input; docs/operator.md gives the semantics.
 
     Args:
         gamma_range: γ is drawn per sample, uniformly from this range, at every
@@ -354,7 +388,8 @@ class FocusedDropout(nn.Module):
         low, high = self.gamma_range
         under_torch_func = _under_torch_func()
         # under vmap, allocated from x so that randomness='different' gives each vmapped call its own γ
-        gamma = torch.empty_like(x[:, 0, 0, 0], dtype=torch.get_default_dtype(),
+        first_units = x[(slice(None),) + (0,) * (x.dim() - 1)]  # (N,)
+        gamma = torch.empty_like(first_units, dtype=torch.get_default_dtype(),
                                  memory_format=torch.contiguous_format) if under_torch_func else \
             torch.empty(x.shape[0], device=x.device)
         try:

@@ -1,4 +1,7 @@
-"""The operator against a plain per-sample reference, in every dtype and layout."""
+"""The operator against a plain per-sample reference, in every dtype and layout
+(tests/test_focused_dropout_nd.py: the same for 1-D and 3-D positional dims)."""
+import itertools
+
 import pytest
 import torch
 
@@ -8,26 +11,26 @@ DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 
 
 def reference_mask(x, gammas):
-    """Literal per-sample transcription of §4 (Eqs. 1-4) with Python loops."""
-    n, c, h, w = x.shape
-    out = torch.zeros(n, 1, h, w, dtype=x.dtype)
+    """Literal per-sample transcription of §4 (Eqs. 1-4) with Python loops, over every position
+    of x's positional dims (H×W; L or T×H×W for (N, C, L) and (N, C, T, H, W))."""
+    n, c, *positional = x.shape
+    out = torch.zeros(n, 1, *positional, dtype=x.dtype)
     xd = x.double()
     for s in range(n):
         means = [xd[s, ch].mean().item() for ch in range(c)]
         k = max(range(c), key=lambda ch: (means[ch], -ch))  # first index on ties
         ref = xd[s, k]
         peak = ref.max().item()
-        for i in range(h):
-            for j in range(w):
-                if peak <= 0 or ref[i, j].item() > gammas[s] * peak or ref[i, j].item() == peak:
-                    out[s, 0, i, j] = 1
+        for position in itertools.product(*map(range, positional)):
+            if peak <= 0 or ref[position].item() > gammas[s] * peak or ref[position].item() == peak:
+                out[(s, 0) + position] = 1
     return out
 
 
-def _exact_in(dtype, n=4, c=6, h=5, w=7, seed=0):
+def _exact_in(dtype, n=4, c=6, positional=(5, 7), seed=0):
     """Random input whose values are exact in ``dtype`` (so the reference sees the same numbers)."""
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, c, h, w, generator=g).to(dtype)
+    return torch.randn(n, c, *positional, generator=g).to(dtype)
 
 
 @pytest.mark.parametrize('dtype', DTYPES)
@@ -175,9 +178,10 @@ def test_module_forward_backward_every_dtype(dtype):
 
 
 @pytest.mark.parametrize('bad, error, words', [
-    (torch.randn(2, 3, 4), ValueError, 'shape (N, C, H, W)'),
-    (torch.randn(1, 2, 3, 4, 5), ValueError, 'shape (N, C, H, W)'),
+    (torch.randn(2, 3), ValueError, 'got a 2-D tensor of shape (2, 3)'),
+    (torch.randn(1, 2, 3, 4, 5, 6), ValueError, 'got a 6-D tensor of shape (1, 2, 3, 4, 5, 6)'),
     (torch.ones(2, 3, 4, 4, dtype=torch.int64), TypeError, 'floating-point'),
+    (torch.ones(2, 3, 4, 4, 4, dtype=torch.int32), TypeError, 'got dtype torch.int32'),
 ])
 def test_bad_input_is_rejected(bad, error, words):
     with pytest.raises(error, match=words.replace('(', r'\(').replace(')', r'\)')):
