@@ -1,0 +1,97 @@
+"""A deterministic tiny Kinetics-400-style action-recognition set in mmaction2 1.2.0's rawframes
+format, for its ``RawframeDataset``.
+
+Usage::
+
+    make_rawframes('data/tiny/kinetics400', seed=0, num_classes=4, train_per_class=2)
+
+Layout, as mmaction2's ``tools/data/build_rawframes.py`` writes a video set's frames and its
+``build_file_list.py`` the lists::
+
+    rawframes_train/<video>/img_00001.jpg ... img_<total_frames>.jpg
+    rawframes_val/<video>/img_00001.jpg ...
+    kinetics400_train_list_rawframes.txt     "<video> <total_frames> <label>" per line
+    kinetics400_val_list_rawframes.txt
+
+``<video>`` is ``video_<nnnnnn>``, numbered across both splits; frames count from 1, as
+``RawframeDataset``'s defaults (``filename_tmpl='img_{:05}.jpg'``, ``start_index=1``) expect.
+A config sets ``type='RawframeDataset'``, ``ann_file='<root>/kinetics400_train_list_rawframes.txt'``
+and ``data_prefix=dict(img='<root>/rawframes_train')``.
+
+In a video of class ``label`` one object, drawn as fdrop_mm.testing.tiny_data draws class
+``label`` (the shape, texture and hue of ``tiny_data.glyph(label)``), moves in a straight line
+across a noisy, randomly tinted background, so every frame shows the class and the clip shows
+it moving. The same parameters and seed give byte-identical files; a ``tiny_data.json``
+manifest is written last, and a rerun with the same parameters skips a complete set (see
+:func:`fdrop_mm.testing.tiny_data.generate` for the rules).
+"""
+from pathlib import Path
+
+import numpy as np
+
+from .tiny_data import (TinyDataError, _materialize, _require_at_least, noisy_background, paint,
+                        save_jpeg, split_rng, write_lines)
+
+FRAME_TEMPLATE = 'img_{:05d}.jpg'  # RawframeDataset's default filename_tmpl, from 1
+MIN_FRAME_SIDE = 32
+SPLITS = ('train', 'val')
+
+
+def list_file(split: str) -> str:
+    """The annotation list of ``split`` ('train' or 'val'), relative to the set's root."""
+    return f'kinetics400_{split}_list_rawframes.txt'
+
+
+def moving_object_frames(rng: np.random.Generator, label: int, total_frames: int, width: int, height: int):
+    """``total_frames`` float RGB canvases of one object of class ``label`` moving in a
+    straight line, at a constant speed, from one random place to another."""
+    background = noisy_background(rng, width, height)
+    side = int(rng.uniform(0.4, 0.6) * min(width, height))
+    start, end = (np.array([rng.integers(0, width - side + 1), rng.integers(0, height - side + 1)])
+                  for _ in range(2))
+    frames = []
+    for t in range(total_frames):
+        x0, y0 = np.rint(start + (end - start) * t / max(1, total_frames - 1)).astype(int)
+        canvas = background.copy()
+        paint(canvas, rng, label, int(x0), int(y0), side, side)
+        frames.append(canvas)
+    return frames
+
+
+def write_rawframes(root: Path, seed: int, num_classes: int, train_per_class: int, val_per_class: int,
+                    total_frames: int, frame_size) -> None:
+    """Write the rawframes layout under the (new, empty) directory ``root``."""
+    width, height = frame_size
+    number = 0
+    for split, per_class in zip(SPLITS, (train_per_class, val_per_class)):
+        rng = split_rng(seed, f'rawframes/{split}')
+        lines = []
+        for label in rng.permutation(np.repeat(np.arange(num_classes), per_class)).tolist():
+            number += 1
+            video = f'video_{number:06d}'
+            for index, canvas in enumerate(moving_object_frames(rng, label, total_frames, width, height),
+                                           start=1):
+                save_jpeg(canvas, rng, root / f'rawframes_{split}' / video / FRAME_TEMPLATE.format(index))
+            lines.append(f'{video} {total_frames} {label}')
+        write_lines(root / list_file(split), lines)
+
+
+def make_rawframes(root, *, seed: int = 0, num_classes: int = 4, train_per_class: int = 2,
+                   val_per_class: int = 1, total_frames: int = 16, frame_size=(80, 64),
+                   force: bool = False) -> bool:
+    """Make the tiny rawframes set at ``root``: ``num_classes`` classes (labels 0..num_classes-1),
+    videos of ``total_frames`` frames of ``frame_size`` (width, height) pixels. Return False if it
+    was already complete for these parameters."""
+    _require_at_least(2, num_classes=num_classes)
+    _require_at_least(0, seed=seed)
+    _require_at_least(1, train_per_class=train_per_class, val_per_class=val_per_class,
+                      total_frames=total_frames)
+    width, height = frame_size
+    if min(width, height) < MIN_FRAME_SIDE:
+        raise TinyDataError(f'frame_size must be (width, height), each at least {MIN_FRAME_SIDE} '
+                            f'pixels, got {tuple(frame_size)}')
+    params = dict(dataset='rawframes', seed=seed, num_classes=num_classes,
+                  train_per_class=train_per_class, val_per_class=val_per_class,
+                  total_frames=total_frames, frame_size=[width, height])
+    return _materialize(Path(root), params, force, lambda tmp: write_rawframes(
+        tmp, seed, num_classes, train_per_class, val_per_class, total_frames, (width, height)))
