@@ -9,6 +9,7 @@ stage's Slurm job does (the jobs themselves are submitted by ``slurm``).
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -48,9 +49,12 @@ class Launcher:
         scripts' ``PYTHON`` and ``GPUS`` for tools/slurm_train.sh."""
         return {**os.environ, 'PYTHON': sys.executable, 'GPUS': str(self.gpus), **self.env}
 
-    def train_command(self, config, work_dir: Path, options: Sequence[str] = ()) -> List[str]:
-        """The command that trains ``config`` into ``work_dir`` with ``--cfg-options options``."""
-        extra = ['--work-dir', work_dir, *(['--cfg-options', *options] if options else [])]
+    def train_command(self, config, work_dir: Path, options: Sequence[str] = (),
+                      resume: Optional[Path] = None) -> List[str]:
+        """The command that trains ``config`` into ``work_dir`` with ``--cfg-options options``,
+        continuing from the checkpoint ``resume`` if given (tools/train.py's ``--resume``)."""
+        extra = ['--work-dir', work_dir, *(['--resume', resume] if resume else []),
+                 *(['--cfg-options', *options] if options else [])]
         if self.kind == 'none':
             command = [sys.executable, TOOLS / 'train.py', config, *extra]
         elif self.kind == 'pytorch':
@@ -71,20 +75,24 @@ class Launcher:
             command = [sys.executable, TOOLS / 'test.py', config, checkpoint, *extra]
         return [str(part) for part in command]
 
-    def run(self, command: Sequence[str], log: Path) -> None:
-        """Run ``command`` in the repository with its output in ``log``; a failure is an error
-        showing the log's end."""
+    def run(self, command: Sequence[str], log: Path, append: bool = False) -> None:
+        """Run ``command`` in the repository with its output in ``log`` (after what is there with
+        ``append``); a failure is an error showing the log's end."""
         print(f'[{self.tag}] $ {" ".join(command)}  (log: {log})', flush=True)
-        with open(log, 'w') as out:
+        with open(log, 'a' if append else 'w') as out:
             proc = subprocess.run(command, env=self.environment(), cwd=REPO, stdout=out,
                                   stderr=subprocess.STDOUT)
         if proc.returncode != 0:
             tail = ''.join(log.read_text().splitlines(keepends=True)[-30:])
-            raise RuntimeError(f'stage failed (exit {proc.returncode}): see {log}\n{tail}')
+            how = (f'killed by {signal.Signals(-proc.returncode).name}' if proc.returncode < 0
+                   else f'exit {proc.returncode}')
+            raise RuntimeError(f'stage failed ({how}): see {log}\n{tail}')
 
-    def train(self, config, work_dir: Path, options: Sequence[str] = ()) -> Path:
-        """Train; return the last checkpoint."""
-        self.run(self.train_command(config, work_dir, options), work_dir / 'train.out')
+    def train(self, config, work_dir: Path, options: Sequence[str] = (), resume: Optional[Path] = None) -> Path:
+        """Train, from the checkpoint ``resume`` if given (the output then goes after the
+        interrupted run's in ``train.out``); return the last checkpoint."""
+        self.run(self.train_command(config, work_dir, options, resume), work_dir / 'train.out',
+                 append=resume is not None)
         return last_checkpoint(work_dir)
 
     def test(self, config, checkpoint, work_dir: Path, options: Sequence[str] = ()) -> dict:

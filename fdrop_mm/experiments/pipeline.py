@@ -17,14 +17,14 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from fdrop_mm.testing.tiny_data import DATASET_FOLDERS, MANIFEST, generate
+from fdrop_mm.testing.tiny_data import DATASET_FOLDERS, generate
 from fdrop_mm.transfer import extract_backbone, focused_dropout_note
 
 from .aggregate import format_mean_std
 from .launcher import REPO, TOOLS, Launcher
 from .published import PublishedCheckpoint, check_classifier_checkpoint
 from .slurm import SlurmOptions, drive
-from .stages import Stage, StageGraph, config_sha256, read_config
+from .stages import Stage, StageGraph, read_config, step, train, training_inputs
 
 # arm -> (config at the paper's scale, the CPU smoke config on tiny data)
 PRETRAIN_CONFIGS = {
@@ -96,15 +96,11 @@ class Pipeline(StageGraph):
         return tiny if self.tiny else full_scale
 
     def stage_inputs(self, config: str, options: Sequence[str], upstream: Optional[dict] = None) -> dict:
-        """What a training stage reads: its config with all it inherits and its options (as one
-        hash), the tiny datasets' manifests, and the upstream stage's inputs."""
-        manifests = {}
-        for dataset in ('imagenet', 'voc'):
-            manifest = self.data_root / DATASET_FOLDERS[dataset] / MANIFEST
-            if manifest.is_file():
-                manifests[DATASET_FOLDERS[dataset]] = json.loads(manifest.read_text())
-        return dict(config=config, config_sha256=config_sha256(config, options, self.launcher.env),
-                    options=list(options), data=manifests, upstream=upstream)
+        """What a training stage reads (:func:`training_inputs`): its config and options, the tiny
+        ImageNet's and VOC's manifests, the upstream stage's inputs."""
+        return training_inputs(config, options, self.launcher.env,
+                               [self.data_root / DATASET_FOLDERS[dataset] for dataset in ('imagenet', 'voc')],
+                               upstream)
 
     def stages(self) -> List[Stage]:
         """Per seed: each pretraining the arms need (train, test, extract the backbone), each
@@ -158,17 +154,23 @@ class Pipeline(StageGraph):
         config, options, pretrain = self.training(stage)
         if is_pretraining(stage) and stage.arm in self.published:
             return self.test_published(stage, config, work_dir)
-        checkpoint = self.launcher.train(config, work_dir, options)
+        checkpoint = train(self.launcher, config, work_dir, options)
+        tag = self.launcher.tag
         if is_pretraining(stage):
-            metrics = self.launcher.test(config, checkpoint, work_dir)
+            metrics = step(work_dir, 'test', lambda: self.launcher.test(config, checkpoint, work_dir), tag)
             backbone = work_dir / 'backbone.pth'
-            written = extract_backbone(checkpoint, backbone,
-                                       meta=dict(arm=stage.arm, seed=stage.seed, config=config))
+
+            def extract():
+                written = extract_backbone(checkpoint, backbone,
+                                           meta=dict(arm=stage.arm, seed=stage.seed, config=config))
+                return dict(files=[str(backbone)], history=written['meta']['focused_dropout_history'])
+            history = step(work_dir, 'extract_backbone', extract, tag)['history']
             return dict(config=config, checkpoint=str(checkpoint), backbone=str(backbone),
                         metrics=metrics, files=[str(checkpoint), str(backbone)],
-                        focused_dropout_history=written['meta']['focused_dropout_history'])
+                        focused_dropout_history=history)
         backbone = upstream[pretrain.name]['backbone'] if pretrain else None
-        metrics = self.launcher.test(config, checkpoint, work_dir, options[:1])
+        metrics = step(work_dir, 'test', lambda: self.launcher.test(config, checkpoint, work_dir, options[:1]),
+                       tag)
         return dict(config=config, checkpoint=str(checkpoint), backbone=backbone,
                     metrics=metrics, files=[str(checkpoint)])
 

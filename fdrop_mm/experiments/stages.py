@@ -3,34 +3,57 @@ a finished stage produced and what it was made from, so an interrupted experimen
 training at the paper's scale) continues where it stopped, and a stage whose inputs changed is
 run again. A :class:`StageGraph` (the pipeline, a sweep) lists its :class:`Stage` s in run
 order; each can run alone (``StageGraph.run_stage``: one Slurm job) once the stages it
-``needs`` are complete."""
+``needs`` are complete.
+
+Inside a stage nothing already done is lost either (docs/checkpoints.md): ``started.json``
+records the inputs an attempt at the stage started from and each of its steps that finished
+(:func:`step`: training, testing, the backbone's extraction). A later attempt with the same
+inputs skips the finished steps and resumes training from the newest checkpoint
+(:func:`train`, mmengine's resume); an attempt with other inputs first moves the earlier one's
+files into ``stale-<UTC time>/`` (nothing is deleted) and starts afresh.
+"""
 import argparse
 import dataclasses
+import fnmatch
 import hashlib
 import json
 import logging
 import os
+import re
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from unittest import mock
 
+import torch
 from mmengine.config import Config, DictAction
 from mmengine.logging import MMLogger
 
-from .launcher import REPO
+from fdrop_mm.testing.tiny_data import MANIFEST
+
+from .launcher import REPO, Launcher
 from .progress import JobProgress
+from .records import read_record, write_record
 
 DONE = 'done.json'
+STARTED = 'started.json'
+STALE = 'stale-'
+# Left in place when an attempt is moved aside: earlier stale folders, and what a stage's Slurm
+# job (fdrop_mm.experiments.slurm) keeps in the stage's folder about the job itself, whose
+# output is being written there while the stage runs.
+KEPT_IN_PLACE = (f'{STALE}*', 'submitted.json', 'sbatch.sh', 'slurm-*.out')
+CHECKPOINT_NAME = re.compile(r'(epoch|iter)_(\d+)\.pth')  # mmengine's CheckpointHook's names
 
 
 def completed(work_dir: Path, inputs: Optional[dict] = None) -> Tuple[Optional[dict], str]:
-    """``work_dir``'s record if the stage is complete (``done.json`` there, its ``files``
-    present, made from ``inputs``), else None and why not."""
+    """``work_dir``'s record if the stage is complete (``done.json`` there and readable, its
+    ``files`` present, made from ``inputs``), else None and why not (a missing, truncated or
+    corrupt ``done.json`` is named, never raised)."""
     done = work_dir / DONE
-    if not done.is_file():
-        return None, f'no {done}'
-    record = json.loads(done.read_text())
+    record, reason = read_record(done)
+    if record is None:
+        return None, reason
     missing = [path for path in record.get('files', []) if not Path(path).is_file()]
     if missing:
         return None, f'{done} names {missing[0]}, which does not exist'
@@ -44,20 +67,128 @@ def run_stage(work_dir: Path, produce: Callable[[Path], dict], inputs: Optional[
     """Run ``produce(work_dir)`` unless ``work_dir/done.json`` exists, its ``files`` are present
     and it was made from the same ``inputs`` (a JSON-able description of what the stage reads);
     a complete stage whose inputs changed (another config, regenerated data, a new backbone) is
-    rerun, not reused. Returns the record: what ``produce`` returned, plus ``inputs`` and
-    ``wall_s`` (seconds ``produce`` took)."""
+    rerun, not reused. ``produce`` continues an interrupted attempt made from the same inputs
+    (its :func:`step` s and :func:`train`); one made from others is moved aside first
+    (:func:`begin_attempt`). Returns the record (written atomically): what ``produce`` returned,
+    plus ``inputs`` and ``wall_s`` (seconds ``produce`` took)."""
     record, reason = completed(work_dir, inputs)
     if record is not None:
         print(f'[{tag}] skip {work_dir} (complete)', flush=True)
         return record
-    if (work_dir / DONE).is_file():
+    if (work_dir / DONE).exists():
         print(f'[{tag}] rerun {work_dir}: {reason}', flush=True)
-    work_dir.mkdir(parents=True, exist_ok=True)
+    begin_attempt(work_dir, inputs, tag)
     start = time.monotonic()
     record = dict(produce(work_dir), inputs=inputs)
     record['wall_s'] = round(time.monotonic() - start, 1)
-    (work_dir / DONE).write_text(json.dumps(record, indent=2))
+    write_record(work_dir / DONE, record)
     return record
+
+
+def begin_attempt(work_dir: Path, inputs: Optional[dict], tag: str) -> None:
+    """Before a stage is produced in ``work_dir``: an earlier attempt made from the same
+    ``inputs`` (its ``started.json`` says so) is continued; the files of one made from other
+    inputs, or from inputs nobody recorded, are moved into ``stale-<UTC time>/``, saying why;
+    then ``started.json`` records ``inputs``."""
+    started = work_dir / STARTED
+    record, reason = read_record(started)
+    if record is not None and record.get('inputs') == inputs:
+        print(f'[{tag}] {work_dir}: continuing the attempt that {started} records '
+              f'(steps done: {", ".join(record.get("steps", {})) or "none"})', flush=True)
+        return
+    if not started.exists():
+        reason = f'no {started} records the inputs its files came from'
+    elif record is not None:
+        changed = sorted(key for key in {*(record.get('inputs') or {}), *(inputs or {})}
+                         if (record.get('inputs') or {}).get(key) != (inputs or {}).get(key))
+        reason = f'its inputs changed ({", ".join(changed) or "all of them"}) since {started} was written'
+    work_dir.mkdir(parents=True, exist_ok=True)
+    move_aside(work_dir, reason, tag)
+    write_record(started, dict(inputs=inputs, started=utc_now(), steps={}))
+
+
+def move_aside(work_dir: Path, reason: str, tag: str) -> Optional[Path]:
+    """Move an earlier attempt's files in ``work_dir`` (all but :data:`KEPT_IN_PLACE`) into a new
+    ``stale-<UTC time>/`` there and say why (``reason``); that folder, None if there was nothing."""
+    earlier = sorted(path for path in work_dir.iterdir()
+                     if not any(fnmatch.fnmatch(path.name, pattern) for pattern in KEPT_IN_PLACE))
+    if not earlier:
+        return None
+    stamp = datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')
+    stale, number = work_dir / f'{STALE}{stamp}', 1
+    while stale.exists():
+        number += 1
+        stale = work_dir / f'{STALE}{stamp}-{number}'
+    stale.mkdir()
+    for path in earlier:
+        path.rename(stale / path.name)
+    checkpoints = [path.name for path in earlier if path.suffix == '.pth']
+    print(f'[{tag}] {work_dir}: starting afresh, not resuming: {reason}; the earlier attempt\'s '
+          f'{len(earlier)} file(s) (checkpoints: {", ".join(checkpoints) or "none"}) moved to {stale}',
+          flush=True)
+    return stale
+
+
+def step(work_dir: Path, name: str, run: Callable[[], dict], tag: str) -> dict:
+    """``run()``'s result (a JSON-able dict), run once per attempt at the stage in ``work_dir``:
+    recorded in ``started.json`` when it returns, so a later attempt with the same inputs reads
+    it back instead, unless a file it names in ``files`` is gone."""
+    started = work_dir / STARTED
+    record, reason = read_record(started)
+    if record is None:
+        raise RuntimeError(f'step {name} of the stage in {work_dir}: {reason} (begin_attempt writes it)')
+    done = record.setdefault('steps', {}).get(name)
+    missing = [path for path in (done or {}).get('files', []) if not Path(path).is_file()]
+    if done is not None and not missing:
+        print(f'[{tag}] {work_dir}: {name}: done in an earlier attempt ({started})', flush=True)
+        return done['result']
+    if missing:
+        print(f'[{tag}] {work_dir}: {name} again: {missing[0]}, which it made, is gone', flush=True)
+    result = run()
+    record['steps'][name] = dict(result=result, finished=utc_now())
+    write_record(started, record)
+    return result
+
+
+def train(launcher: Launcher, config, work_dir: Path, options: Sequence[str] = ()) -> Path:
+    """The stage's training (:func:`step` ``train``): ``launcher`` trains ``config`` into
+    ``work_dir`` with ``--cfg-options options``, resuming (mmengine's ``--resume``) from the
+    newest checkpoint an earlier attempt left there (:func:`resume_checkpoint`); the last
+    checkpoint."""
+    def run():
+        checkpoint = launcher.train(config, work_dir, options, resume=resume_checkpoint(work_dir, launcher.tag))
+        return dict(checkpoint=str(checkpoint), files=[str(checkpoint)])
+    return Path(step(work_dir, 'train', run, launcher.tag)['checkpoint'])
+
+
+def resume_checkpoint(work_dir: Path, tag: str) -> Optional[Path]:
+    """The training checkpoint in ``work_dir`` that got furthest (mmengine's ``meta['iter']``)
+    of those that load, printing ``resumed from epoch K (path)``; one that does not load (a
+    kill while it was written) is passed over, saying so. None, and nothing printed, if
+    there is none."""
+    best, best_iter = None, -1
+    for path in sorted(work_dir.glob('*.pth')):
+        if not CHECKPOINT_NAME.fullmatch(path.name):
+            continue
+        try:  # mmap: the tensors are not read
+            meta = torch.load(path, map_location='cpu', mmap=True, weights_only=True)['meta']
+            iteration = int(meta['iter'])
+        except Exception as error:  # noqa: BLE001  any damage: unreadable, not a zip, no meta
+            print(f'[{tag}] {work_dir}: not resuming from {path}: it does not load '
+                  f'({type(error).__name__}: {error})', flush=True)
+            continue
+        if iteration > best_iter:
+            best, best_iter, best_meta = path, iteration, meta
+    if best is None:
+        return None
+    by_epoch = CHECKPOINT_NAME.fullmatch(best.name).group(1) == 'epoch'
+    where = f'epoch {best_meta["epoch"]}' if by_epoch else f'iteration {best_iter}'
+    print(f'[{tag}] {work_dir}: resumed from {where} ({best})', flush=True)
+    return best
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,6 +277,18 @@ def parse_cfg_options(options: Sequence[str]) -> dict:
     parser = argparse.ArgumentParser(prog='--cfg-options')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={})
     return parser.parse_args(['--cfg-options', *options] if options else []).cfg_options
+
+
+def training_inputs(config, options: Sequence[str], env: Optional[Mapping[str, str]],
+                    data_folders: Sequence[Path], upstream: Optional[dict] = None) -> dict:
+    """What a training stage reads: ``config`` (relative to the repository) with all it inherits
+    and its ``options`` under ``env`` (one hash, :func:`config_sha256`), the manifests of the
+    generated datasets among ``data_folders`` (``fdrop_mm.testing.tiny_data``; regenerated data
+    changes them) and the ``upstream`` stage's inputs."""
+    manifests = {folder.name: json.loads((folder / MANIFEST).read_text())
+                 for folder in data_folders if (folder / MANIFEST).is_file()}
+    return dict(config=str(config), config_sha256=config_sha256(config, options, env),
+                options=list(options), data=manifests, upstream=upstream)
 
 
 def config_sha256(config, options: Sequence[str] = (), env: Optional[dict] = None) -> str:

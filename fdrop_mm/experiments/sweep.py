@@ -2,11 +2,12 @@
 seeds, each trained from its committed config (``tables``) by the launcher, finished runs
 skipped, then the tables written (``aggregate``).
 
-A run is ``<work_dir>/<run>/seed<k>``, seeded with ``randomness.seed=k`` and started with
-``resume=True``: its ``done.json`` marks it finished, so a rerun skips it and resumes an
-interrupted one from its last checkpoint. ``tiny`` generates CIFAR-10, CIFAR-100 and Tiny
-ImageNet (``fdrop_mm.testing.tiny_data``) and trains each cell for a few CPU iterations, the
-schedule given as ``--cfg-options`` at launch (:func:`tiny_options`).
+A run is ``<work_dir>/<run>/seed<k>``, seeded with ``randomness.seed=k``, a stage as the
+pipeline's are (``stages``): its ``done.json`` marks it finished, so a rerun skips it; an
+interrupted one resumes from its newest checkpoint if its inputs (config, options, data) are
+unchanged, and starts afresh, the earlier files moved aside, if not. ``tiny`` generates
+CIFAR-10, CIFAR-100 and Tiny ImageNet (``fdrop_mm.testing.tiny_data``) and trains each cell for
+a few CPU iterations, the schedule given as ``--cfg-options`` at launch (:func:`tiny_options`).
 """
 import dataclasses
 import shlex
@@ -18,7 +19,7 @@ from fdrop_mm.testing.tiny_data import DATASET_FOLDERS, generate
 from .aggregate import write_tables
 from .launcher import REPO, TOOLS, Launcher
 from .slurm import SlurmOptions, drive
-from .stages import DONE, Stage, StageGraph
+from .stages import DONE, Stage, StageGraph, train, training_inputs
 from .tables import TABLES, Cell, select_cells
 
 TINY_DATASETS = ('cifar10', 'cifar100', 'tinyimagenet')
@@ -90,15 +91,23 @@ class Sweep(StageGraph):
         return next(cell for cell in self.selected if cell.run == run)
 
     def options(self, stage: Stage) -> List[str]:
-        """A run's ``--cfg-options``: its seed, resume, the tiny schedule, ``cfg_options``."""
-        return [f'randomness.seed={stage.seed}', 'resume=True',
+        """A run's ``--cfg-options``: its seed, the tiny schedule, ``cfg_options``."""
+        return [f'randomness.seed={stage.seed}',
                 *(tiny_options(self.cell(stage), self.data_root) if self.tiny else []), *self.cfg_options]
+
+    def inputs(self, stage: Stage) -> Optional[dict]:
+        """A run's config and options (:func:`training_inputs`), with ``tiny`` the generated data's
+        manifests; the tables (final) have none."""
+        if stage.final:
+            return None
+        folders = [self.data_root / DATASET_FOLDERS[dataset] for dataset in TINY_DATASETS] if self.tiny else []
+        return training_inputs(self.cell(stage).config, self.options(stage), self.launcher.env, folders)
 
     def produce(self, stage: Stage, upstream: Dict[str, dict], work_dir: Path) -> dict:
         if stage.final:
             return dict(table=write_tables([TABLES[key] for key in self.tables], self.work_dir))
         cell = self.cell(stage)
-        checkpoint = self.launcher.train(REPO / cell.config, work_dir, self.options(stage))
+        checkpoint = train(self.launcher, REPO / cell.config, work_dir, self.options(stage))
         return dict(cell=cell.id, config=cell.config, seed=stage.seed, checkpoint=str(checkpoint),
                     files=[str(checkpoint)])
 
