@@ -1,6 +1,6 @@
 """Forward + backward time of FocusedDropout against the memory floor and other dropouts.
 
-Every figure is a ratio to the floor (``x * m`` with a precomputed (N, 1, H, W) mask,
+Every figure is a ratio to the floor (``x * m`` with a precomputed (N, 1, *S) mask,
 forward + backward, on the same tensor) measured in the same round: each round times every
 candidate back to back (the order rotating), and the table gives the median of the
 per-round ratios with their interquartile range and range, since absolute times on a shared
@@ -13,10 +13,14 @@ floor plus FocusedDropout's own channel sums and their argmax (``reference_chann
 FocusedDropout's time above the latter is its per-sample mask work and call overhead.
 
     python bench/bench_operator.py [--device cpu|cuda] [--threads 2] [--rounds 41]
-        [--shapes 32x1024x14x14,...] [--dtypes float32,bfloat16] [--layouts contiguous,channels_last]
+        [--shapes 32x1024x14x14,8x1024x4x14x14,...] [--dtypes float32,bfloat16]
+        [--layouts contiguous,channels_last]
         [--run 1] [--results bench/results.md | --results FILE | --results -] [--fused]
 
-writes (or replaces) its section ``Operator, <device>: run <run>`` of bench/results.md.
+writes (or replaces) its section ``Operator, <device>: run <run>`` of bench/results.md. A shape
+is (N, C, *S) with 1 to 3 positional dims; ``channels_last`` is channels_last_3d for 5-D shapes
+and, for 3-D ones, the (N, C, L) transpose of a contiguous (N, L, C) tensor; the channel dropout
+peer is nn.Dropout1d/2d/3d by rank, and the DropBlocks (2-D) are timed on 4-D shapes only.
 On CPU, glibc's allocator is pinned first (see ``results_md.pin_malloc``). On CUDA every
 timed sample is ``--cuda-calls`` full calls between two ``torch.cuda.synchronize()``, so the
 ratios include kernel-launch overhead; float16 is added to the dtypes. ``--fused`` measures,
@@ -38,9 +42,11 @@ from fdrop_mm.focused_dropout import UndrivenFocusedDropoutWarning
 
 from results_md import Provenance, fmt_spread, pin_malloc, spread, write_section  # bench/ is this script's folder
 
-SHAPES = [(32, 1024, 14, 14), (16, 256, 56, 56), (64, 2048, 7, 7)]  # ResNet-50 layer3, layer1, layer4
+# ResNet-50 layer3, layer1, layer4; a ResNet3d (I3D-R50) layer3-sized clip, as many elements as the first
+SHAPES = [(32, 1024, 14, 14), (16, 256, 56, 56), (64, 2048, 7, 7), (8, 1024, 4, 14, 14)]
 DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
-LAYOUTS = {'contiguous': torch.contiguous_format, 'channels_last': torch.channels_last}
+LAYOUTS = ['contiguous', 'channels_last']
+CHANNEL_DROPOUT = {3: nn.Dropout1d, 4: nn.Dropout2d, 5: nn.Dropout3d}  # by rank of x
 FLOOR = 'floor: x * precomputed mask'
 FD = 'FocusedDropout'
 READ = 'floor + x.sum()'
@@ -54,13 +60,38 @@ def fwd_bwd(fn, x, grad):
     fn(x).backward(grad)
 
 
+def channel_dropout_name(rank: int) -> str:
+    return f'{CHANNEL_DROPOUT[rank].__name__}(0.1)'
+
+
+def layout_name(rank: int, layout: str) -> str:
+    """The layout as the table prints it for x of ``rank`` dims."""
+    if layout == 'contiguous':
+        return layout
+    return {3: 'channels innermost', 4: 'channels_last', 5: 'channels_last_3d'}[rank]
+
+
+def make_input(shape, dtype, layout: str, device: str):
+    """A random x of ``shape`` in ``layout`` (see the module docstring), requiring grad."""
+    if layout == 'contiguous':
+        x = torch.randn(*shape, device=device)
+    elif len(shape) == 3:
+        x = torch.randn(shape[0], shape[2], shape[1], device=device).transpose(1, 2)
+    else:
+        x = torch.randn(*shape, device=device).contiguous(
+            memory_format=torch.channels_last if len(shape) == 4 else torch.channels_last_3d)
+    return x.to(dtype).requires_grad_()  # .to keeps the strides
+
+
 def candidates(x, with_mmdet: bool) -> dict:
     """{name: callable} for the floor, FocusedDropout and the dropouts it is compared with."""
     floor_mask = focused_mask(x.detach(), GAMMA)
     out = {FLOOR: lambda t: t * floor_mask, FD: FocusedDropout().train(),
            READ: lambda t: (t.detach().sum(), t * floor_mask)[1],
            SUMS: lambda t: (reference_channel(t.detach()), t * floor_mask)[1],
-           'nn.Dropout2d(0.1)': nn.Dropout2d(0.1).train()}
+           channel_dropout_name(x.dim()): CHANNEL_DROPOUT[x.dim()](0.1).train()}
+    if x.dim() != 4:  # the DropBlocks are 2-D
+        return out
     try:
         from timm.layers import DropBlock2d
         out['timm DropBlock2d(0.1, 7)'] = DropBlock2d(drop_prob=0.1, block_size=7).train()
@@ -98,9 +129,9 @@ def interleaved(fns: dict, inputs, rounds: int, calls: int, sync) -> dict:
 
 def measure(shape, dtype, layout, rounds, device='cpu', calls=1) -> dict:
     """{name: (median ms, spread of per-round ratios to the floor)} for forward + backward."""
-    x = torch.randn(*shape, device=device).to(dtype).contiguous(memory_format=layout).requires_grad_()
-    grad = torch.randn_like(x)
-    with_mmdet = device == 'cpu' and dtype == torch.float32 and layout == torch.contiguous_format
+    x = make_input(shape, dtype, layout, device)
+    grad = torch.randn_like(x)  # x's strides
+    with_mmdet = device == 'cpu' and dtype == torch.float32 and layout == 'contiguous'
     fns = {name: (lambda fn: lambda: fwd_bwd(fn, x, grad))(fn) for name, fn in candidates(x, with_mmdet).items()}
     sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
     with warnings.catch_warnings():
@@ -109,14 +140,16 @@ def measure(shape, dtype, layout, rounds, device='cpu', calls=1) -> dict:
     return {name: (seconds * 1e3, spread(ratios)) for name, (seconds, ratios) in results.items()}
 
 
-PEERS = ['nn.Dropout2d(0.1)', 'timm DropBlock2d(0.1, 7)', 'mmdet DropBlock(0.1, 7)']
+PEERS = ['nn.Dropout2d(0.1)', 'timm DropBlock2d(0.1, 7)', 'mmdet DropBlock(0.1, 7)']  # the first by rank
 
 
-def variant_rows(shape, dtype_name, layout_name, results) -> list:
+def variant_rows(shape, dtype_name, layout, results) -> list:
     ms, fd = results[FD]
-    peers = ' / '.join(f'{results[n][1]["median"]:.2f}' if n in results else '–' for n in PEERS)
+    peers = ' / '.join(f'{results[n][1]["median"]:.2f}' if n in results else '–'
+                       for n in [channel_dropout_name(len(shape)), *PEERS[1:]])
     met = '**met**' if fd['median'] <= BOUND else '**missed**'
-    return [f'| {"×".join(map(str, shape))} | {dtype_name} | {layout_name} | {results[FLOOR][0]:.2f} | '
+    return [f'| {"×".join(map(str, shape))} | {dtype_name} | {layout_name(len(shape), layout)} | '
+            f'{results[FLOOR][0]:.2f} | '
             f'{ms:.2f} | {fmt_spread(fd)} | {results[READ][1]["median"]:.2f} | {results[SUMS][1]["median"]:.2f} | '
             f'{peers} | {met} |']
 
@@ -132,12 +165,12 @@ def operator_section(device, rounds, shapes, dtypes, layouts, calls=1, allocator
     rows = []
     for shape in shapes:
         for dtype_name in dtypes:
-            for layout_name in layouts:
-                results = measure(shape, DTYPES[dtype_name], LAYOUTS[layout_name], rounds, device, calls)
-                rows += variant_rows(shape, dtype_name, layout_name, results)
+            for layout in layouts:
+                results = measure(shape, DTYPES[dtype_name], layout, rounds, device, calls)
+                rows += variant_rows(shape, dtype_name, layout, results)
                 print(rows[-1], flush=True)
     lines += [f'| shape | dtype | layout | floor ms | FD ms | FD × floor (IQR, range) | `{READ}` × floor | '
-              f'`{SUMS}` × floor | {" / ".join(PEERS)} × floor | ≤ {BOUND}× |',
+              f'`{SUMS}` × floor | {" / ".join(PEERS)} × floor (nn.Dropout1d/3d on 3-D/5-D x) | ≤ {BOUND}× |',
               '|---|---|---|---|---|---|---|---|---|---|', *rows, '',
               f'`{READ}`: the floor and one read of x, the least any unfused FocusedDropout can cost here; '
               f'`{SUMS}`: the floor and FocusedDropout\'s channel sums and their argmax; the rest of FD × floor is its '
@@ -205,7 +238,7 @@ def main():
     parser.add_argument('--threads', type=int, default=2, help='CPU threads (torch.set_num_threads)')
     parser.add_argument('--rounds', '--repeats', type=int, default=41, help='interleaved rounds per configuration')
     parser.add_argument('--shapes', default=','.join('x'.join(map(str, s)) for s in SHAPES),
-                        help='comma-separated NxCxHxW')
+                        help='comma-separated NxCxL, NxCxHxW or NxCxTxHxW')
     parser.add_argument('--dtypes', default='float32,bfloat16', help=f'comma-separated, of {", ".join(DTYPES)}'
                         '; on CUDA float16 is added')
     parser.add_argument('--layouts', default='contiguous,channels_last', help=f'comma-separated, of {", ".join(LAYOUTS)}')
@@ -220,9 +253,10 @@ def main():
     args = parser.parse_args()
     try:
         shapes = [tuple(int(v) for v in s.split('x')) for s in args.shapes.split(',')]
-        assert all(len(s) == 4 and min(s) > 0 for s in shapes)
+        assert all(len(s) in CHANNEL_DROPOUT and min(s) > 0 for s in shapes)
     except (ValueError, AssertionError):
-        parser.error(f'--shapes must be comma-separated NxCxHxW with positive sizes, got {args.shapes!r}')
+        parser.error(f'--shapes must be comma-separated NxCxL, NxCxHxW or NxCxTxHxW with positive sizes, '
+                     f'got {args.shapes!r}')
     dtypes, layouts = args.dtypes.split(','), args.layouts.split(',')
     for field, values, known in (('--dtypes', dtypes, DTYPES), ('--layouts', layouts, LAYOUTS)):
         if not set(values) <= set(known):
@@ -242,6 +276,9 @@ def main():
     if args.fused:
         if args.device != 'cpu':
             parser.error('--fused measures inductor\'s CPU kernels: use it with --device cpu')
+        if len(shapes[0]) != 4:
+            parser.error(f'--fused times a BatchNorm2d producer: its shape (the first --shapes entry) must be '
+                         f'NxCxHxW, got {args.shapes.split(",")[0]}')
         lines = fused_section(args.rounds, shapes[0], args.bn) + [allocator + '.', '']
         heading = (f'Operator fused with its producer (torch.compile{", BN eval" if args.bn == "eval" else ""}), '
                    f'CPU: run {args.run}')
