@@ -10,3 +10,9 @@ data_root = '{{$IMAGENET_ROOT:data/imagenet}}'
 train_dataloader = dict(dataset=dict(type='CheckedImageNet', data_root=data_root))
 val_dataloader = dict(dataset=dict(type='CheckedImageNet', data_root=data_root))
 test_dataloader = val_dataloader
+
+# A checkpoint after every epoch, the newest 2 kept (mmpretrain's default_runtime also saves every
+# epoch but keeps all 100): an interrupted run resumes losing at most one epoch. Two, because
+# mmengine deletes the oldest kept checkpoint before it writes the next: a kill while that one is
+# written still leaves the one before it. The disk this takes: docs/checkpoints.md.
+default_hooks = dict(checkpoint=dict(interval=1, max_keep_ckpts=2))

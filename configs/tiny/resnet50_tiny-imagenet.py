@@ -30,5 +30,7 @@ train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=2)
 optim_wrapper = dict(optimizer=dict(lr=0.05))
 param_scheduler = dict(type='MultiStepLR', by_epoch=True, milestones=[3], gamma=0.1)
 auto_scale_lr = dict(enable=False)
-default_hooks = dict(logger=dict(interval=5), checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
+# A checkpoint every epoch (an interrupted stage resumes from it; saving changes no numbers), only
+# the newest kept, to spare CI's disk: a kill while it is written restarts this stage of minutes.
+default_hooks = dict(logger=dict(interval=5), checkpoint=dict(interval=1, max_keep_ckpts=1))
 randomness = dict(seed=0)

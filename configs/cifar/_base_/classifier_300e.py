@@ -20,6 +20,8 @@ param_scheduler = dict(type='MultiStepLR', by_epoch=True, milestones=[150, 225],
 train_cfg = dict(by_epoch=True, max_epochs=300, val_interval=1)
 auto_scale_lr = dict(base_batch_size=128)
 
+# A checkpoint every epoch, the newest kept (an interrupted run resumes losing at most one epoch),
+# and the best by validation top-1.
 default_hooks = dict(
     logger=dict(interval=50),
-    checkpoint=dict(interval=10, max_keep_ckpts=1, save_best='accuracy/top1', rule='greater'))
+    checkpoint=dict(interval=1, max_keep_ckpts=1, save_best='accuracy/top1', rule='greater'))
