@@ -18,6 +18,12 @@ def test_commands_go_through_the_repository_tools(tmp_path):
     assert slurm.train_command('a.py', work_dir, options) == [
         'bash', str(TOOLS / 'slurm_train.sh'), 'gpu', 'run', 'a.py', str(work_dir),
         '--cfg-options', 'randomness.seed=0']
+    checkpoint = work_dir / 'epoch_2.pth'  # resuming: tools/train.py --resume, through every launcher
+    assert local.train_command('a.py', work_dir, options, resume=checkpoint)[3:] == [
+        '--work-dir', str(work_dir), '--resume', str(checkpoint), '--cfg-options', 'randomness.seed=0']
+    assert dist.train_command('a.py', work_dir, resume=checkpoint)[4:] == [
+        '--work-dir', str(work_dir), '--resume', str(checkpoint)]
+    assert slurm.train_command('a.py', work_dir, resume=checkpoint)[6:] == ['--resume', str(checkpoint)]
     assert slurm.environment()['GPUS'] == '16' and local.environment()['PYTHON'] == sys.executable
     test = ['--work-dir', str(work_dir / 'test'), '--metrics-out', str(work_dir / 'm.json')]
     assert dist.test_command('a.py', 'c.pth', work_dir / 'test', work_dir / 'm.json') == [
@@ -48,3 +54,6 @@ def test_bad_settings_are_errors_naming_the_option(settings, message):
 def test_failed_run_shows_the_log(tmp_path):
     with pytest.raises(RuntimeError, match=r'stage failed \(exit 3\).*\nboom'):
         Launcher().run([sys.executable, '-c', 'print("boom"); raise SystemExit(3)'], tmp_path / 'out.log')
+    killed = 'import os, signal; print("epoch 2", flush=True); os.kill(os.getpid(), signal.SIGKILL)'
+    with pytest.raises(RuntimeError, match=r'stage failed \(killed by SIGKILL\): see .*out.log\nboom\nepoch 2'):
+        Launcher().run([sys.executable, '-c', killed], tmp_path / 'out.log', append=True)

@@ -138,7 +138,7 @@ def step(work_dir: Path, name: str, run: Callable[[], dict], tag: str) -> dict:
     if record is None:
         raise RuntimeError(f'step {name} of the stage in {work_dir}: {reason} (begin_attempt writes it)')
     done = record.setdefault('steps', {}).get(name)
-    missing = [path for path in (done or {}).get('files', []) if not Path(path).is_file()]
+    missing = [path for path in (done or {}).get('result', {}).get('files', []) if not Path(path).is_file()]
     if done is not None and not missing:
         print(f'[{tag}] {work_dir}: {name}: done in an earlier attempt ({started})', flush=True)
         return done['result']
