@@ -165,16 +165,21 @@ def test_seeded_gamma_repeats_and_continues():
     assert torch.equal(module(x), global_rng)
 
 
-@pytest.mark.parametrize('dtype', DTYPES)
-def test_module_forward_backward_every_dtype(dtype):
-    x = _exact_in(dtype, seed=3).requires_grad_()
-    upstream = _exact_in(dtype, seed=4)
+def masks_forward_and_backward_as_the_reference(x, upstream):
+    """FocusedDropout at γ = 0.5 of the leaf ``x``, backward ``upstream``: output and gradient
+    are x and upstream times the reference mask, in x's dtype. Returns the output."""
     out = FocusedDropout(gamma_range=(0.5, 0.5)).train()(x)
     out.backward(upstream)
-    mask = reference_mask(x.detach().float(), [0.5] * 4).to(dtype)
+    mask = reference_mask(x.detach().float(), [0.5] * x.shape[0]).to(x.dtype)
     assert 0 < mask.sum() < mask.numel()
-    assert out.dtype == dtype and torch.equal(out, x.detach() * mask)
-    assert x.grad.dtype == dtype and torch.equal(x.grad, upstream * mask)
+    assert out.dtype == x.dtype and torch.equal(out, x.detach() * mask)
+    assert x.grad.dtype == x.dtype and torch.equal(x.grad, upstream * mask)
+    return out
+
+
+@pytest.mark.parametrize('dtype', DTYPES)
+def test_module_forward_backward_every_dtype(dtype):
+    masks_forward_and_backward_as_the_reference(_exact_in(dtype, seed=3).requires_grad_(), _exact_in(dtype, seed=4))
 
 
 @pytest.mark.parametrize('bad, error, words', [

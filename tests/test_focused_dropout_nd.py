@@ -13,7 +13,7 @@ import torch
 
 from fdrop_mm import FocusedDropout, focused_dropout, focused_mask, reference_channel
 from fdrop_mm.focused_dropout import UndrivenFocusedDropoutWarning
-from tests.test_focused_dropout import DTYPES, _exact_in, reference_mask
+from tests.test_focused_dropout import DTYPES, _exact_in, masks_forward_and_backward_as_the_reference, reference_mask
 
 OPERATOR = importlib.import_module('fdrop_mm.focused_dropout')  # the module: fdrop_mm.focused_dropout is the function
 REPO = Path(__file__).resolve().parents[1]
@@ -94,13 +94,7 @@ def test_one_mask_over_a_signal():
 def test_module_forward_backward(dtype, rank, layout):
     x = in_layout(_exact_in(dtype, positional=POSITIONAL[rank], seed=3), layout).requires_grad_()
     upstream = in_layout(_exact_in(dtype, positional=POSITIONAL[rank], seed=4), layout)
-    out = FocusedDropout(gamma_range=(0.5, 0.5)).train()(x)
-    out.backward(upstream)
-    mask = reference_mask(x.detach().float(), [0.5] * 4).to(dtype)
-    assert 0 < mask.sum() < mask.numel()
-    assert out.dtype == dtype and torch.equal(out, x.detach() * mask)
-    assert x.grad.dtype == dtype and torch.equal(x.grad, upstream * mask)
-    assert_in_layout(out, layout)
+    assert_in_layout(masks_forward_and_backward_as_the_reference(x, upstream), layout)
     assert_in_layout(x.grad, layout)
 
 
