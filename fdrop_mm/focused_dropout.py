@@ -37,7 +37,7 @@ def _check_input(x: Tensor) -> None:
                          f'(N, C, L), (N, C, H, W) or (N, C, T, H, W), got {shape}')
     if x.dtype not in _SAME_WIDTH_INT:
         raise TypeError(f'FocusedDropout expects a floating-point x (float16, bfloat16, float32 or '
-                        f'float64), got dtype {x.dtype}')
+                        f'float64), got dtype {x.dtype} (x of shape {tuple(x.shape)})')
 
 
 def _is_number(value) -> bool:

@@ -186,7 +186,7 @@ def test_module_forward_backward_every_dtype(dtype):
     (torch.randn(2, 3), ValueError, 'got a 2-D tensor of shape (2, 3)'),
     (torch.randn(1, 2, 3, 4, 5, 6), ValueError, 'got a 6-D tensor of shape (1, 2, 3, 4, 5, 6)'),
     (torch.ones(2, 3, 4, 4, dtype=torch.int64), TypeError, 'floating-point'),
-    (torch.ones(2, 3, 4, 4, 4, dtype=torch.int32), TypeError, 'got dtype torch.int32'),
+    (torch.ones(2, 3, 4, 4, 4, dtype=torch.int32), TypeError, 'got dtype torch.int32 (x of shape (2, 3, 4, 4, 4))'),
 ])
 def test_bad_input_is_rejected(bad, error, words):
     with pytest.raises(error, match=words.replace('(', r'\(').replace(')', r'\)')):
