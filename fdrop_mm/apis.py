@@ -7,7 +7,9 @@ fdrop_mm.compat.cpu_ddp), so ``tools/dist_train.sh CONFIG 2`` and ``tools/slurm_
 CPUs too. A checkpoint
 loaded as weights (test's checkpoint, train's ``load_from``, not a resume) must fit the model
 exactly, unless ``allow_partial_load`` (see fdrop_mm.transfer.check_checkpoint_fits): mmengine
-would load it non-strictly and train or evaluate whatever stayed random.
+would load it non-strictly and train or evaluate whatever stayed random. A training stops
+cleanly when ``<work_dir>/stop_requested`` appears (StopOnRequestHook: what a Slurm job near its
+time limit asks for) and the process exits with ``STOPPED_EXIT_CODE`` (75).
 """
 import argparse
 import json
@@ -24,6 +26,7 @@ from mmengine.runner import Runner
 
 from .compat.cpu_ddp import init_cpu_process_group, set_rendezvous_from_slurm
 from .engine.hooks.focused_dropout_hook import FocusedDropoutHook, FocusedDropoutRecord
+from .engine.hooks.stop_on_request_hook import STOPPED_EXIT_CODE, StopOnRequestHook, TrainingStopped
 from .transfer import check_checkpoint_fits
 
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
@@ -99,7 +102,8 @@ def train(config: str, *, work_dir: Optional[str] = None, cfg_options: Optional[
           resume: Optional[str] = None, allow_partial_load: bool = False) -> None:
     """Train as mmdet's / mmpretrain's tools/train.py. ``resume``: a checkpoint file, or
     ``'auto'`` for the latest checkpoint in the work dir. A ``load_from`` checkpoint must fit
-    the model, checked before training starts."""
+    the model, checked before training starts. Stopped on request (StopOnRequestHook, added
+    unless the config has one), it exits with ``STOPPED_EXIT_CODE``."""
     cfg = load_config(config, work_dir, cfg_options, launcher)
     if amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
@@ -121,7 +125,13 @@ def train(config: str, *, work_dir: Optional[str] = None, cfg_options: Optional[
         check_checkpoint_fits(runner.model, cfg.load_from, allow_partial=allow_partial_load)
     if not any(isinstance(hook, FocusedDropoutHook) for hook in runner.hooks):
         runner.register_hook(FocusedDropoutRecord())  # resuming an FD run without the hook warns
-    runner.train()
+    if not any(isinstance(hook, StopOnRequestHook) for hook in runner.hooks):
+        runner.register_hook(StopOnRequestHook())
+    try:
+        runner.train()
+    except TrainingStopped:
+        end_distributed()  # every rank stopped after the same iteration: none is inside a collective
+        raise SystemExit(STOPPED_EXIT_CODE) from None
     end_distributed()
 
 

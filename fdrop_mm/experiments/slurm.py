@@ -7,12 +7,21 @@ which trains through tools/slurm_train.sh: ``srun`` inside the job's allocation,
 
 Each submitted stage records its job in ``<job folder>/submitted.json`` (the stage's work folder;
 the final stage's is ``<work_dir>/<name>/``), its output in ``slurm-<job id>.out`` there. A rerun
-skips complete stages, leaves queued or running jobs alone (``squeue``), reports each stage whose
-job ended without completing it (state, exit code, log) and submits it again.
+skips complete stages, leaves queued or running jobs alone (``scontrol show job``), reports each
+stage whose job ended without completing it (state, exit code, log: a time limit, preemption,
+``scancel``, a node failure or a failed training) and submits it again; its training resumes from
+its last checkpoint (``--stage NAME`` runs the stage, which resumes).
+
+A training job ends at its time limit in a state that continues by itself: it is submitted with
+``--requeue`` (Slurm requeues it after a node failure or a preemption) and
+``--signal=B:USR1@<stop_before_s>``; the batch script traps that warning and writes
+``stop_requested`` into the stage's folder, the training stops at the next iteration boundary
+(fdrop_mm.engine.hooks.StopOnRequestHook: a checkpoint there for iteration-based loops, the last
+epoch's checkpoint for epoch-based ones), and if it saved a checkpoint during the job, the job
+requeues itself (``scontrol requeue``) and resumes when it starts again.
 """
 import argparse
 import dataclasses
-import json
 import math
 import os
 import shlex
@@ -23,13 +32,55 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .launcher import LAUNCHERS, REPO, Launcher
+from .records import read_record, write_record
 from .stages import DONE, Stage, StageGraph
 
 SUBMITTED = 'submitted.json'
+# Seconds before the time limit at which a job is warned (sbatch --signal=B:USR1@seconds): the
+# rest of an iteration, an epoch-end validation and a checkpoint must fit (Slurm may send it up to
+# 60 s earlier).
+DEFAULT_STOP_BEFORE_S = 300
 ACTIVE_STATES = {'PENDING', 'CONFIGURING', 'RUNNING', 'COMPLETING', 'SUSPENDED', 'REQUEUED',
                  'REQUEUE_HOLD', 'REQUEUE_FED', 'RESIZING', 'SIGNALING', 'STAGE_OUT', 'STOPPED'}
 # A dependant of a failed job, on a cluster without kill_invalid_depend: pending for good.
 NEVER_SATISFIED = 'DependencyNeverSatisfied'
+# Ends that interrupted a stage rather than failed it: its training resumes when resubmitted.
+INTERRUPTED_STATES = {'TIMEOUT', 'PREEMPTED', 'CANCELLED', 'NODE_FAIL', 'BOOT_FAIL', 'DEADLINE'}
+# The job a stage's batch script runs: the tool under a trap for Slurm's time-limit warning.
+STAGE_RUNNER = r"""set -uo pipefail
+stop_file=$folder/stop_requested
+pointer=$folder/last_checkpoint
+rm -f "$stop_file"
+checkpoint_at_start=$(cat "$pointer" 2>/dev/null || true)
+warned=0
+say() { echo "[slurm] $(date +%FT%T) job ${SLURM_JOB_ID:-}: $*"; }
+on_warning() {
+  warned=1
+  say "SIGUSR1 (the time limit is near): asking the training to stop ($stop_file)"
+  touch "$stop_file"
+}
+trap on_warning USR1
+say "start $((${SLURM_RESTART_COUNT:-0} + 1)) on $(hostname): ${stage[*]}"
+"${stage[@]}" &
+stage_pid=$!
+while true; do
+  wait "$stage_pid"; status=$?
+  # a trapped signal ends wait early (status > 128) while the stage still runs
+  if [ "$status" -gt 128 ] && kill -0 "$stage_pid" 2>/dev/null; then continue; fi
+  break
+done
+rm -f "$stop_file"
+if [ "$warned" = 1 ] && [ "$status" != 0 ]; then
+  if [ "$(cat "$pointer" 2>/dev/null || true)" != "$checkpoint_at_start" ]; then
+    say "the stage stopped (exit $status) after its training saved $(cat "$pointer"): requeued, it resumes from there"
+    scontrol requeue "$SLURM_JOB_ID" && exit 0
+  else
+    say "the stage stopped (exit $status) without a checkpoint saved in this job (an epoch longer than the" \
+        "time limit?): not requeued; a longer --time or checkpoints by iteration let it progress"
+  fi
+fi
+exit "$status"
+"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +89,8 @@ class SlurmOptions:
     tasks (GPUS), ``gpus_per_node`` of them per node (GPUS_PER_NODE), ``cpus_per_task``
     (CPUS_PER_TASK), ``srun_args`` (SRUN_ARGS); ``gres`` per node (default ``gpu:<gpus_per_node>``,
     '' for none: CPU nodes), ``time`` limit (sbatch's ``--time``, default the partition's) and
-    ``sbatch_args`` given to every ``sbatch``."""
+    ``sbatch_args`` given to every ``sbatch``, and ``stop_before_s``: how long before the time
+    limit a training is asked to stop (``--signal=B:USR1@<seconds>``)."""
     partition: str
     gpus: int = 8
     gpus_per_node: int = 8
@@ -47,11 +99,14 @@ class SlurmOptions:
     time: Optional[str] = None
     srun_args: str = ''
     sbatch_args: Sequence[str] = ()
+    stop_before_s: int = DEFAULT_STOP_BEFORE_S
 
     def __post_init__(self):
         for name in ('gpus', 'gpus_per_node', 'cpus_per_task'):
             if getattr(self, name) < 1:
                 raise ValueError(f'--{name.replace("_", "-")} {getattr(self, name)}: needs at least 1')
+        if not 1 <= self.stop_before_s <= 65535:
+            raise ValueError(f'--stop-before {self.stop_before_s}: seconds from 1 to 65535 (sbatch --signal)')
         if not self.partition:
             raise ValueError('--launcher slurm needs --partition')
 
@@ -76,14 +131,16 @@ class SlurmOptions:
                 *([f'--srun-args={self.srun_args}'] if self.srun_args else [])]
 
     def resources(self, stage: Stage) -> List[str]:
-        """``#SBATCH`` lines: a training stage's GPUs and CPUs; one CPU for the final stage."""
+        """``#SBATCH`` lines: a training stage's GPUs and CPUs and its time-limit warning; one CPU
+        for the final stage."""
         lines = [f'--partition={self.partition}']
         if stage.final:
             lines += ['--ntasks=1', '--cpus-per-task=1']
         else:
             lines += [f'--nodes={math.ceil(self.gpus / self.tasks_per_node)}', f'--ntasks={self.gpus}',
                       f'--ntasks-per-node={self.tasks_per_node}', f'--cpus-per-task={self.cpus_per_task}',
-                      *([f'--gres={self.node_gres}'] if self.node_gres else [])]
+                      *([f'--gres={self.node_gres}'] if self.node_gres else []),
+                      f'--signal=B:USR1@{self.stop_before_s}']
         return lines + ([f'--time={self.time}'] if self.time else [])
 
 
@@ -93,15 +150,19 @@ def job_dir(stage: Stage) -> Path:
 
 
 def batch_script(graph: StageGraph, stage: Stage, options: SlurmOptions) -> str:
-    """The sbatch script of ``stage``: its resources, output file, and its tool with ``--stage``."""
+    """The sbatch script of ``stage``: its resources, output file (appended to when the job is
+    requeued), and its tool with ``--stage`` under a trap for the time-limit warning
+    (``STAGE_RUNNER``; see the module's docstring)."""
     command = [sys.executable, '-u', str(graph.tool), *graph.arguments(), *options.arguments(),
                '--stage', stage.name]
     header = [f'--job-name={graph.tag}:{stage.name}', *options.resources(stage),
-              f'--output={job_dir(stage) / "slurm-%j.out"}', '--kill-on-invalid-dep=yes']
+              f'--output={job_dir(stage) / "slurm-%j.out"}', '--open-mode=append',
+              '--kill-on-invalid-dep=yes', '--requeue']
     return '\n'.join(['#!/usr/bin/env bash', *(f'#SBATCH {line}' for line in header),
                       f'# {stage.description}',
                       f'# needs: {", ".join(stage.needs) or "nothing"}',
-                      'set -euo pipefail', f'cd {shlex.quote(str(REPO))}', f'exec {shlex.join(command)}', ''])
+                      f'cd {shlex.quote(str(REPO))}', f'folder={shlex.quote(str(job_dir(stage)))}',
+                      f'stage=({shlex.join(command)})', STAGE_RUNNER])
 
 
 def job_state(job_id: str) -> Dict[str, str]:
@@ -127,15 +188,32 @@ def sbatch(script: Path, dependencies: Sequence[str], options: SlurmOptions) -> 
     return proc.stdout.strip().split(';')[0]
 
 
-def previous_job(stage: Stage) -> Optional[dict]:
-    """The job last submitted for ``stage`` (its ``submitted.json``) with its Slurm state."""
+def previous_job(stage: Stage, tag: str) -> Optional[dict]:
+    """The job last submitted for ``stage`` (its ``submitted.json``) with its Slurm state; None
+    if there is none, or if the record is unreadable or corrupt (said, naming it: the stage is
+    then submitted as if it never was)."""
     record_file = job_dir(stage) / SUBMITTED
-    if not record_file.is_file():
+    record, reason = read_record(record_file)
+    if record is not None and not isinstance(record.get('job_id'), str):
+        record, reason = None, f'{record_file} is corrupt: no job_id'
+    if record is None:
+        if record_file.exists():
+            print(f'[{tag}] {stage.name}: {reason}; its job, if it has one, is unknown: treated as not '
+                  'submitted (check squeue for a duplicate)', flush=True)
         return None
-    record = json.loads(record_file.read_text())
     state = job_state(record['job_id'])
     return dict(record, state=state.get('JobState', 'ENDED'), reason=state.get('Reason', ''),
                 exit_code=state.get('ExitCode', '?'))
+
+
+def report_unfinished(tag: str, stage: Stage, job: dict) -> str:
+    """The line for a job that ended without completing ``stage``: INTERRUPTED (a time limit,
+    preemption, scancel, a node failure) or FAILED, with state, exit code and log."""
+    kind = 'INTERRUPTED' if job['state'] in INTERRUPTED_STATES else 'FAILED'
+    state = ('state unknown: Slurm no longer lists it' if job['state'] == 'ENDED'
+             else f'{job["state"]}, exit code {job["exit_code"]}')
+    return (f'[{tag}] {kind}: stage {stage.name} did not complete in job {job["job_id"]} ({state}); '
+            f'its log: {job["log"]}')
 
 
 def submit(graph: StageGraph, options: SlurmOptions, dry_run: bool = False) -> Dict[str, str]:
@@ -146,15 +224,20 @@ def submit(graph: StageGraph, options: SlurmOptions, dry_run: bool = False) -> D
     tag = f'[{graph.tag}]'
     graph.prepare()
     jobs: Dict[str, str] = {}
-    new_jobs, failed = set(), []
+    new_jobs, unfinished = set(), []
     stages = graph.stages()
     for stage in stages:
         if not stage.final and graph.record(stage)[0] is not None:
             print(f'{tag} {stage.name}: complete, skipped', flush=True)
             continue
-        previous = None if dry_run else previous_job(stage)
+        previous = None if dry_run else previous_job(stage, graph.tag)
         if previous:
             active = previous['state'] in ACTIVE_STATES
+            # The job waited for one that is gone: a stage it needs failed (its dependency can
+            # never be satisfied: Slurm cancels it, or leaves it pending for good without
+            # kill_invalid_depend), or a stage it needs was just resubmitted above, so it waits
+            # for the old job and would run on stale inputs. Its stage is not a failure of its
+            # own: cancel the job if it is still queued and submit it after the new ones.
             never_ran = previous['reason'] == NEVER_SATISFIED or (
                 active and any(need in new_jobs for need in stage.needs))
             if active and not never_ran:
@@ -168,10 +251,8 @@ def submit(graph: StageGraph, options: SlurmOptions, dry_run: bool = False) -> D
                 print(f'{tag} {stage.name}: job {previous["job_id"]} never ran (a stage it needs '
                       'failed or was resubmitted)', flush=True)
             else:
-                failed.append(stage.name)
-                print(f'{tag} FAILED: stage {stage.name} did not complete in job {previous["job_id"]} '
-                      f'({previous["state"]}, exit code {previous["exit_code"]}); its log: '
-                      f'{previous["log"]}', flush=True)
+                unfinished.append(f'{stage.name} ({previous["state"]})')
+                print(report_unfinished(graph.tag, stage, previous), flush=True)
         if stage.final and not jobs:
             break  # every other stage is complete: no job needed for the table
         folder = job_dir(stage)
@@ -188,9 +269,8 @@ def submit(graph: StageGraph, options: SlurmOptions, dry_run: bool = False) -> D
         (folder / 'sbatch.sh').write_text(script)
         job_id = sbatch(folder / 'sbatch.sh', upstream, options)
         log = folder / f'slurm-{job_id}.out'
-        (folder / SUBMITTED).write_text(json.dumps(dict(
-            job_id=job_id, stage=stage.name, log=str(log), after=upstream,
-            submitted=time.strftime('%Y-%m-%dT%H:%M:%S')), indent=2))
+        write_record(folder / SUBMITTED, dict(job_id=job_id, stage=stage.name, log=str(log), after=upstream,
+                                              submitted=time.strftime('%Y-%m-%dT%H:%M:%S')))
         jobs[stage.name] = job_id
         new_jobs.add(stage.name)
         print(f'{tag} {stage.name}: submitted job {job_id}'
@@ -203,8 +283,9 @@ def submit(graph: StageGraph, options: SlurmOptions, dry_run: bool = False) -> D
         print(f'{tag} {len(jobs)} job(s) to wait for; follow them with  squeue -j {",".join(jobs.values())}'
               '  and their logs; rerun this command to see what is left (complete stages are skipped, '
               'queued ones not resubmitted)', flush=True)
-    if failed:
-        print(f'{tag} {len(failed)} failed stage(s) resubmitted: {", ".join(failed)}', flush=True)
+    if unfinished:
+        print(f'{tag} {len(unfinished)} stage(s) resubmitted whose job ended without completing them '
+              f'(their training resumes from its last checkpoint): {", ".join(unfinished)}', flush=True)
     return jobs
 
 
@@ -240,6 +321,10 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
     slurm.add_argument('--gres', default=None,
                        help='generic resources per node (default gpu:<GPUs per node>; none: no --gres)')
     slurm.add_argument('--time', help='time limit of each job, as sbatch --time (default: the partition\'s)')
+    slurm.add_argument('--stop-before', type=int, default=DEFAULT_STOP_BEFORE_S, metavar='SECONDS',
+                       help='ask a training to stop this long before its job\'s time limit (sbatch '
+                            '--signal=B:USR1@SECONDS); it saves, and the job requeues itself to resume '
+                            f'(default {DEFAULT_STOP_BEFORE_S})')
     slurm.add_argument('--srun-args', default=os.environ.get('SRUN_ARGS', ''),
                        help='more srun options for training, one string: --srun-args="--qos=x" '
                             '(default $SRUN_ARGS)')
@@ -255,5 +340,5 @@ def launch_settings(args: argparse.Namespace) -> Tuple[Launcher, Optional[SlurmO
         return Launcher(args.launcher, args.gpus, args.partition), None
     options = SlurmOptions(args.partition, args.gpus, args.gpus_per_node, args.cpus_per_task,
                            '' if args.gres == 'none' else args.gres, args.time, args.srun_args,
-                           tuple(shlex.split(args.sbatch_args)))
+                           tuple(shlex.split(args.sbatch_args)), args.stop_before)
     return Launcher('slurm', args.gpus, args.partition, env=options.environment()), options
