@@ -33,8 +33,9 @@ val_pipeline = [
     dict(type='FormatShape', input_format='NCHW'),
     dict(type='PackActionInputs'),
 ]
-splits = {split: dict(type='RawframeDataset', ann_file=f'{data_root}/kinetics400_{split}_list_rawframes.txt',
-                      data_prefix=dict(_delete_=True, img=f'{data_root}/rawframes_{split}'))
+splits = {split: dict(type='RawframeDataset', data_root=data_root,
+                      ann_file=f'kinetics400_{split}_list_rawframes.txt',
+                      data_prefix=dict(_delete_=True, img=f'rawframes_{split}'))
           for split in ('train', 'val')}
 # two videos a step; no worker processes (2 CPU cores)
 loader = dict(batch_size=2, num_workers=0, persistent_workers=False)
