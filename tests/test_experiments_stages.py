@@ -11,9 +11,10 @@ from mmengine.config import Config
 from mmengine.logging import MMLogger
 from mmengine.runner import Runner
 
+from fdrop_mm.experiments import disk
 from fdrop_mm.experiments.stages import (completed, config_sha256, parse_cfg_options, resume_checkpoint,
                                          run_stage, step)
-from tests.conftest import classifier_cfg
+from tests.conftest import REPO, classifier_cfg
 
 
 def test_config_hash_follows_inheritance_options_and_environment(tmp_path):
@@ -154,3 +155,23 @@ def test_resume_checkpoint_is_the_furthest_that_loads(image_folder, tmp_path, ca
     for name in ('iter_2.pth', 'iter_4.pth'):
         (work_dir / name).unlink()
     assert resume_checkpoint(work_dir, 'sweep') is None and capsys.readouterr().out == ''
+
+
+# --------------------------------------------------------------------------------- disk
+@pytest.mark.slow
+def test_disk_section_of_the_docs_is_what_the_configs_take():
+    """docs/checkpoints.md's disk figures are the full-scale models' and optimizers' bytes, as
+    fdrop_mm.experiments.disk computes them from the configs now; ResNet-50's come out as its
+    25,557,032 parameters (the published count) in float32, once as weights (with a few BN
+    buffers) and once as SGD's momentum (nothing is frozen in pretraining)."""
+    pipeline, sweep = disk.pipeline_disk(), disk.sweep_disk()
+    text = (REPO / 'docs/checkpoints.md').read_text()
+    assert disk.disk_section(pipeline, sweep) in text
+    pretrain = next(entry for entry in pipeline if entry.stage == 'seed0/pretrain_baseline')
+    parameters = 25_557_032 * 4
+    assert parameters < pretrain.weights < 1.02 * parameters
+    assert parameters < pretrain.optimizer < 1.01 * parameters
+    assert pretrain.checkpoints == 2 and pretrain.total == 2 * (pretrain.weights + pretrain.optimizer) + pretrain.extra
+    detection = next(entry for entry in pipeline if entry.stage == 'seed0/detection_baseline')
+    assert detection.optimizer < detection.weights, 'the frozen stem and layer1 have no momentum'
+    assert len(sweep) == 13 and all(entry.extra == entry.weights for entry in sweep)  # and the best

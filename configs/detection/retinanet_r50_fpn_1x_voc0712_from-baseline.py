@@ -21,6 +21,11 @@ _base_.test_dataloader.dataset.update(checked)
 val_evaluator = dict(type='VOCMetricPerClass')
 test_evaluator = val_evaluator
 
+# Workers started afresh each epoch (mmdet's VOC config keeps them, persistent_workers=True):
+# mmengine seeds each new worker from (seed, rank, worker), so every epoch's augmentation draws
+# start from the same state and a run resumed at an epoch repeats the uninterrupted one's; kept
+# workers would carry their random state from epoch to epoch, which a resume cannot restore.
+train_dataloader = dict(persistent_workers=False)
 # A checkpoint after every epoch, the newest 2 kept (mmdet's default_runtime also saves every epoch
 # but keeps all): an interrupted run resumes losing at most one epoch. Two, because mmengine
 # deletes the oldest kept checkpoint before it writes the next: a kill while that one is written
