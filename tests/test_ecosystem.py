@@ -2,7 +2,8 @@
 configs/mmaction: the recipe, the README's hook lines, CPU adaptations), as a user runs them:
 
 - through each package's own packaged tools/train.py (``<package>/.mim/tools/train.py``, what
-  ``mim train`` runs) on tiny data in the package's real format, then ``--resume`` with a longer
+  ``mim train`` runs) on tiny data in the package's real formats (ADE20K folders; mmaction2
+  rawframes, and videos for SlowOnly, decoded by decord as the stock recipes do), then ``--resume`` with a longer
   schedule: both runs log a loss and FD masking (``fd/keep_ratio`` strictly inside (0, 1) on the
   focused steps), the second resumes at the first one's last iteration, and both print the
   package's metric (mIoU in [0, 100], top-1 accuracy in [0, 1]);
@@ -24,6 +25,7 @@ import torch
 
 from fdrop_mm.testing.ade20k import make_ade20k
 from fdrop_mm.testing.rawframes import make_rawframes
+from fdrop_mm.testing.videos import make_videos
 from tests.conftest import DUMP_HOOK, REPO, free_port
 
 TIMEOUT = 600  # seconds per tool run; a run takes 10-20 s on a quiet 2-core machine
@@ -55,8 +57,7 @@ RECIPES = {
     'deeplabv3plus': Recipe('mmseg', 'configs/mmseg/deeplabv3plus_r50-d8_fd_tiny-ade20k.py', True, 'NCHW'),
     'tsn': Recipe('mmaction', 'configs/mmaction/tsn_r50_fd_tiny-kinetics400-rawframes.py', False, 'NCHW'),
     'i3d': Recipe('mmaction', 'configs/mmaction/i3d_r50_fd_tiny-kinetics400-rawframes.py', True, 'NCTHW'),
-    'slowonly': Recipe('mmaction', 'configs/mmaction/slowonly_r50_fd_tiny-kinetics400-rawframes.py', True,
-                       'NCTHW'),
+    'slowonly': Recipe('mmaction', 'configs/mmaction/slowonly_r50_fd_tiny-kinetics400-videos.py', True, 'NCTHW'),
 }
 TARGET = 'backbone.layer3'
 
@@ -73,8 +74,10 @@ def data_env(tmp_path_factory):
     data = tmp_path_factory.mktemp('data')
     make_ade20k(data / 'ADEChallengeData2016')
     make_rawframes(data / 'kinetics400')
+    make_videos(data / 'kinetics400_videos')
     return {**os.environ, 'ADE20K_ROOT': str(data / 'ADEChallengeData2016'),
-            'KINETICS_ROOT': str(data / 'kinetics400'), 'OMP_NUM_THREADS': '1',
+            'KINETICS_ROOT': str(data / 'kinetics400'), 'KINETICS_VIDEOS_ROOT': str(data / 'kinetics400_videos'),
+            'OMP_NUM_THREADS': '1',
             'PYTHONPATH': os.pathsep.join([str(REPO), *filter(None, [os.environ.get('PYTHONPATH')])])}
 
 

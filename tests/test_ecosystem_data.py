@@ -1,7 +1,9 @@
-"""fdrop_mm.testing.ade20k and fdrop_mm.testing.rawframes: their output, read by mmsegmentation's
-ADE20KDataset and mmaction2's RawframeDataset with the stock recipes' loading transforms, holds a
-class signal a nearest-centroid classifier learns, is byte-identical for a seed, and bad
-parameters are refused by name."""
+"""fdrop_mm.testing.ade20k, .rawframes and .videos: their output, read by mmsegmentation's
+ADE20KDataset and mmaction2's RawframeDataset and VideoDataset with the stock recipes' loading
+transforms, holds a class signal a nearest-centroid classifier learns (the videos: the clips of
+the rawframes), is byte-identical for a seed, and bad parameters are refused by name."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -9,6 +11,7 @@ from PIL import Image
 from fdrop_mm.testing.ade20k import make_ade20k
 from fdrop_mm.testing.rawframes import list_file, make_rawframes
 from fdrop_mm.testing.tiny_data import TinyDataError
+from fdrop_mm.testing.videos import make_videos, video_list_file
 
 ADE_CLASSES, RAWFRAME_CLASSES = 4, 4
 
@@ -25,10 +28,20 @@ def ade20k(tmp_path_factory):
     return root
 
 
+CLIPS = dict(num_classes=RAWFRAME_CLASSES, train_per_class=3, val_per_class=2, total_frames=6)
+
+
 @pytest.fixture(scope='module')
 def rawframes(tmp_path_factory):
     root = tmp_path_factory.mktemp('rawframes') / 'kinetics400'
-    make_rawframes(root, num_classes=RAWFRAME_CLASSES, train_per_class=3, val_per_class=2, total_frames=6)
+    make_rawframes(root, **CLIPS)
+    return root
+
+
+@pytest.fixture(scope='module')
+def videos(tmp_path_factory):
+    root = tmp_path_factory.mktemp('videos') / 'kinetics400_videos'
+    make_videos(root, **CLIPS)
     return root
 
 
@@ -81,6 +94,37 @@ def test_rawframes_read_as_the_recipe_samples_them(rawframes):
         assert sorted(labels) == sorted(list(range(RAWFRAME_CLASSES)) * per_class)
 
 
+def read_frames(folder):
+    return np.stack([np.asarray(Image.open(path), np.float64) for path in sorted(folder.glob('*.jpg'))])
+
+
+def test_videos_decode_as_the_recipe_reads_them_into_the_rawframes_clips(videos, rawframes):
+    """VideoDataset with DecordInit + SampleFrames + DecordDecode (the stock recipes' loading):
+    every video of both lists decodes to all its frames, with its label, and is the clip the
+    rawframes set holds under its name: nearer to it than to any other clip."""
+    import fdrop_mm  # noqa: F401
+    from mmaction.datasets import VideoDataset
+    from mmaction.datasets.transforms import DecordDecode, DecordInit, SampleFrames
+    pipeline = [DecordInit(), SampleFrames(clip_len=6, frame_interval=1, num_clips=1, test_mode=True),
+                DecordDecode()]
+    for split in ('train', 'val'):
+        dataset = VideoDataset(ann_file=str(videos / video_list_file(split)), pipeline=pipeline,
+                               data_prefix=dict(video=str(videos / f'videos_{split}')), test_mode=True)
+        clips = {}  # rawframes: video name -> (label, frames)
+        for line in (rawframes / list_file(split)).read_text().splitlines():
+            video, _, label = line.split()
+            clips[video] = int(label), read_frames(rawframes / f'rawframes_{split}' / video)
+        assert len(dataset) == len(clips)
+        for index in range(len(dataset)):
+            sample = dataset[index]
+            name = Path(sample['filename']).stem
+            decoded = np.stack(sample['imgs']).astype(np.float64)
+            assert sample['total_frames'] == 6 and decoded.shape == (6, 64, 80, 3)
+            assert sample['label'] == clips[name][0]
+            distances = {other: np.abs(decoded - frames).mean() for other, (_, frames) in clips.items()}
+            assert min(distances, key=distances.get) == name, distances
+
+
 def nearest_centroid_accuracy(train_x, train_y, test_x, test_y):
     """Mean per-class recall of the nearest class centroid (a learner independent of the data's code)."""
     classes = np.unique(train_y)
@@ -112,8 +156,7 @@ def test_rawframe_classes_are_learnable(rawframes):
         xs, ys = [], []
         for line in (rawframes / list_file(split)).read_text().splitlines():
             video, _, label = line.split()
-            frames = np.stack([np.asarray(Image.open(p), np.float64)
-                               for p in sorted((rawframes / f'rawframes_{split}' / video).glob('*.jpg'))])
+            frames = read_frames(rawframes / f'rawframes_{split}' / video)
             saturated = frames.max(-1) - frames.min(-1) > 80
             xs.append(frames[saturated].mean(0))
             ys.append(int(label))
@@ -123,7 +166,8 @@ def test_rawframe_classes_are_learnable(rawframes):
 
 @pytest.mark.parametrize('make, kwargs', [
     (make_ade20k, dict(num_classes=2, train_images=2, val_images=1, image_size=(48, 32))),
-    (make_rawframes, dict(num_classes=2, train_per_class=1, val_per_class=1, total_frames=3))])
+    (make_rawframes, dict(num_classes=2, train_per_class=1, val_per_class=1, total_frames=3)),
+    (make_videos, dict(num_classes=2, train_per_class=1, val_per_class=1, total_frames=3))])
 def test_same_seed_gives_identical_bytes_other_seed_differs_rerun_skips(tmp_path, make, kwargs):
     assert make(tmp_path / 'a', seed=0, **kwargs) is True
     assert make(tmp_path / 'b', seed=0, **kwargs) is True
@@ -132,7 +176,7 @@ def test_same_seed_gives_identical_bytes_other_seed_differs_rerun_skips(tmp_path
     assert first == _tree_bytes(tmp_path / 'b')
     other = _tree_bytes(tmp_path / 'c')
     assert other.keys() == first.keys()
-    assert any(other[name] != first[name] for name in first if name.endswith('.jpg'))
+    assert any(other[name] != first[name] for name in first if name.endswith(('.jpg', '.mp4')))
     assert make(tmp_path / 'a', seed=0, **kwargs) is False  # complete: skipped
     with pytest.raises(TinyDataError, match=r'seed: 0 on disk, 2 asked.*--force'):
         make(tmp_path / 'a', seed=2, **kwargs)
@@ -148,7 +192,8 @@ def test_same_seed_gives_identical_bytes_other_seed_differs_rerun_skips(tmp_path
     (make_rawframes, dict(num_classes=1), 'num_classes must be at least 2, got 1'),
     (make_rawframes, dict(val_per_class=0), 'val_per_class must be at least 1, got 0'),
     (make_rawframes, dict(total_frames=0), 'total_frames must be at least 1, got 0'),
-    (make_rawframes, dict(frame_size=(20, 64)), r'frame_size must be \(width, height\), each at least 32')])
+    (make_rawframes, dict(frame_size=(20, 64)), r'frame_size must be \(width, height\), each at least 32'),
+    (make_videos, dict(train_per_class=0), 'train_per_class must be at least 1, got 0')])
 def test_bad_parameters_are_named(tmp_path, make, kwargs, message):
     with pytest.raises(TinyDataError, match=message):
         make(tmp_path / 'out', **kwargs)

@@ -28,9 +28,10 @@ manifest is written last, and a rerun with the same parameters skips a complete 
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from .tiny_data import (TinyDataError, _materialize, _require_at_least, noisy_background, paint,
-                        save_jpeg, split_rng, write_lines)
+from .tiny_data import (JPEG_QUALITY, TinyDataError, _materialize, _require_at_least,
+                        noisy_background, noisy_pixels, paint, split_rng, write_lines)
 
 FRAME_TEMPLATE = 'img_{:05d}.jpg'  # RawframeDataset's default filename_tmpl, from 1
 MIN_FRAME_SIDE = 32
@@ -58,30 +59,12 @@ def moving_object_frames(rng: np.random.Generator, label: int, total_frames: int
     return frames
 
 
-def write_rawframes(root: Path, seed: int, num_classes: int, train_per_class: int, val_per_class: int,
-                    total_frames: int, frame_size) -> None:
-    """Write the rawframes layout under the (new, empty) directory ``root``."""
-    width, height = frame_size
-    number = 0
-    for split, per_class in zip(SPLITS, (train_per_class, val_per_class)):
-        rng = split_rng(seed, f'rawframes/{split}')
-        lines = []
-        for label in rng.permutation(np.repeat(np.arange(num_classes), per_class)).tolist():
-            number += 1
-            video = f'video_{number:06d}'
-            for index, canvas in enumerate(moving_object_frames(rng, label, total_frames, width, height),
-                                           start=1):
-                save_jpeg(canvas, rng, root / f'rawframes_{split}' / video / FRAME_TEMPLATE.format(index))
-            lines.append(f'{video} {total_frames} {label}')
-        write_lines(root / list_file(split), lines)
-
-
-def make_rawframes(root, *, seed: int = 0, num_classes: int = 4, train_per_class: int = 2,
-                   val_per_class: int = 1, total_frames: int = 16, frame_size=(80, 64),
-                   force: bool = False) -> bool:
-    """Make the tiny rawframes set at ``root``: ``num_classes`` classes (labels 0..num_classes-1),
-    videos of ``total_frames`` frames of ``frame_size`` (width, height) pixels. Return False if it
-    was already complete for these parameters."""
+def make_clips(root, dataset: str, write_clip, list_name, list_line, *, seed: int, num_classes: int,
+               train_per_class: int, val_per_class: int, total_frames: int, frame_size, force: bool) -> bool:
+    """Make a tiny set of moving-object clips at ``root`` (see :func:`make_rawframes`), stored by
+    ``write_clip(root, split, video, frames)`` (``frames``: uint8 RGB arrays) and listed in
+    ``root / list_name(split)`` by one ``list_line(video, total_frames, label)`` per clip. Every
+    storage holds the same clips for the same parameters."""
     _require_at_least(2, num_classes=num_classes)
     _require_at_least(0, seed=seed)
     _require_at_least(1, train_per_class=train_per_class, val_per_class=val_per_class,
@@ -90,8 +73,41 @@ def make_rawframes(root, *, seed: int = 0, num_classes: int = 4, train_per_class
     if min(width, height) < MIN_FRAME_SIDE:
         raise TinyDataError(f'frame_size must be (width, height), each at least {MIN_FRAME_SIDE} '
                             f'pixels, got {tuple(frame_size)}')
-    params = dict(dataset='rawframes', seed=seed, num_classes=num_classes,
+    params = dict(dataset=dataset, seed=seed, num_classes=num_classes,
                   train_per_class=train_per_class, val_per_class=val_per_class,
                   total_frames=total_frames, frame_size=[width, height])
-    return _materialize(Path(root), params, force, lambda tmp: write_rawframes(
-        tmp, seed, num_classes, train_per_class, val_per_class, total_frames, (width, height)))
+
+    def write(tmp: Path) -> None:
+        number = 0  # videos are numbered across the splits
+        for split, per_class in zip(SPLITS, (train_per_class, val_per_class)):
+            rng = split_rng(seed, f'clips/{split}')
+            lines = []
+            for label in rng.permutation(np.repeat(np.arange(num_classes), per_class)).tolist():
+                number += 1
+                video = f'video_{number:06d}'
+                frames = moving_object_frames(rng, label, total_frames, width, height)
+                write_clip(tmp, split, video, [noisy_pixels(frame, rng) for frame in frames])
+                lines.append(list_line(video, total_frames, label))
+            write_lines(tmp / list_name(split), lines)
+
+    return _materialize(Path(root), params, force, write)
+
+
+def _write_frame_folder(root: Path, split: str, video: str, frames) -> None:
+    folder = root / f'rawframes_{split}' / video
+    folder.mkdir(parents=True)
+    for index, pixels in enumerate(frames, start=1):
+        Image.fromarray(pixels).save(folder / FRAME_TEMPLATE.format(index), 'JPEG', quality=JPEG_QUALITY)
+
+
+def make_rawframes(root, *, seed: int = 0, num_classes: int = 4, train_per_class: int = 2,
+                   val_per_class: int = 1, total_frames: int = 16, frame_size=(80, 64),
+                   force: bool = False) -> bool:
+    """Make the tiny rawframes set at ``root``: ``num_classes`` classes (labels 0..num_classes-1),
+    videos of ``total_frames`` frames of ``frame_size`` (width, height) pixels. Return False if it
+    was already complete for these parameters."""
+    return make_clips(root, 'rawframes', _write_frame_folder, list_file,
+                      lambda video, total, label: f'{video} {total} {label}', seed=seed,
+                      num_classes=num_classes, train_per_class=train_per_class,
+                      val_per_class=val_per_class, total_frames=total_frames, frame_size=frame_size,
+                      force=force)
