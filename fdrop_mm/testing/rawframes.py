@@ -15,8 +15,9 @@ Layout, as mmaction2's ``tools/data/build_rawframes.py`` writes a video set's fr
 
 ``<video>`` is ``video_<nnnnnn>``, numbered across both splits; frames count from 1, as
 ``RawframeDataset``'s defaults (``filename_tmpl='img_{:05}.jpg'``, ``start_index=1``) expect.
-A config sets ``type='RawframeDataset'``, ``ann_file='<root>/kinetics400_train_list_rawframes.txt'``
-and ``data_prefix=dict(img='<root>/rawframes_train')``.
+A config sets ``type='RawframeDataset', data_root='<root>'``,
+``ann_file='kinetics400_train_list_rawframes.txt'`` and ``data_prefix=dict(img='rawframes_train')``.
+fdrop_mm.testing.videos writes the same clips as video files (:func:`make_clips` serves both).
 
 In a video of class ``label`` one object, drawn as fdrop_mm.testing.tiny_data draws class
 ``label`` (the shape, texture and hue of ``tiny_data.glyph(label)``), moves in a straight line
