@@ -77,17 +77,34 @@ def test_without_targets_fd_goes_on_the_penultimate_stage(image_folder, tmp_path
     assert 'FD goes on the output of the penultimate stage, backbone.layer3' in log
 
 
-@pytest.mark.parametrize('config, stage', [
-    ('mmpretrain::resnet/resnet50_8xb32_in1k.py', 'backbone.layer3'),
-    ('mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', 'backbone.layer3'),
-    ('mmpretrain::convnext/convnext-tiny_32xb128_in1k.py', 'backbone.stages.2'),
+@pytest.mark.parametrize('config, backbone, stage', [
+    ('mmpretrain::resnet/resnet50_8xb32_in1k.py', 'ResNet', 'backbone.layer3'),
+    ('mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', 'ResNet', 'backbone.layer3'),
+    ('mmpretrain::convnext/convnext-tiny_32xb128_in1k.py', 'ConvNeXt', 'backbone.stages.2'),
+    ('mmseg::pspnet/pspnet_r50-d8_4xb4-80k_ade20k-512x512.py', 'ResNetV1c', 'backbone.layer3'),
+    ('mmseg::deeplabv3plus/deeplabv3plus_r50-d8_4xb4-80k_ade20k-512x512.py', 'ResNetV1c', 'backbone.layer3'),
+    ('mmaction::recognition/tsn/tsn_imagenet-pretrained-r50_8xb32-1x1x3-100e_kinetics400-rgb.py', 'ResNet',
+     'backbone.layer3'),
+    ('mmaction::recognition/i3d/i3d_imagenet-pretrained-r50_8xb8-32x2x1-100e_kinetics400-rgb.py', 'ResNet3d',
+     'backbone.layer3'),
+    ('mmaction::recognition/slowonly/slowonly_imagenet-pretrained-r50_8xb16-4x16x1-steplr-150e_kinetics400-rgb.py',
+     'ResNet3dSlowOnly', 'backbone.layer3'),
+    ('mmpose::body_2d_keypoint/topdown_heatmap/coco/td-hm_res50_8xb64-210e_coco-256x192.py', 'ResNet',
+     'backbone.layer3'),
 ])
-def test_penultimate_stage_of_stock_models(config, stage):
-    """The stage is found from the built model of each package's own config."""
+def test_penultimate_stage_of_stock_models(config, backbone, stage):
+    """The stage is found from the built model of each package's own config (no pretrained
+    weights: nothing to download)."""
     scope, path = config.split('::')
     cfg = Config.fromfile(str(Path(importlib.import_module(scope).__file__).parent / '.mim/configs' / path))
+    for model in (cfg.model, cfg.model.backbone):
+        for key in ('pretrained', 'init_cfg'):
+            if key in model:
+                model[key] = None
     init_default_scope(scope)
-    assert penultimate_stage(MODELS.build(cfg.model)) == stage
+    model = MODELS.build(cfg.model)
+    assert type(model.backbone).__name__ == backbone
+    assert penultimate_stage(model) == stage
 
 
 def test_no_recognisable_stages_is_an_error_naming_candidates(image_folder, tmp_path):

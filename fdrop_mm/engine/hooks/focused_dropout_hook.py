@@ -71,7 +71,8 @@ def _check_targets(targets, allow_nested: bool) -> Optional[List[str]]:
 
 def penultimate_stage(model: nn.Module) -> str:
     """The name of the backbone's penultimate stage, the paper's place for FD (§5): from
-    ``backbone.res_layers`` (mmdet's and mmpretrain's ResNets) or a ``backbone.stages`` list."""
+    ``backbone.res_layers`` (the ResNets of mmdet, mmpretrain, mmseg and mmaction2, 2-D and 3-D)
+    or a ``backbone.stages`` list."""
     backbone = getattr(model, 'backbone', None)
     stages = list(getattr(backbone, 'res_layers', None) or [])
     if not stages and isinstance(getattr(backbone, 'stages', None), nn.ModuleList):
@@ -119,12 +120,45 @@ class _Driven:
     name: str
     module: FocusedDropout
     target: Optional[nn.Module] = None
+    positional_dims: Tuple[int, ...] = (2, )  # of the target's output read as a feature map
     calls: int = 0
     warned_keep_all: bool = False
 
     @property
     def what(self) -> str:
         return f'targets entry {self.name!r}' if self.target is not None else f'FocusedDropout module {self.name!r}'
+
+
+# convolutions whose outputs are feature maps with 1 and 3 positional dims
+CONVOLUTIONS = {1: (nn.Conv1d, nn.ConvTranspose1d), 3: (nn.Conv3d, nn.ConvTranspose3d)}
+LAYOUTS = {1: '(N, C, L)', 2: '(N, C, H, W)', 3: '(N, C, T, H, W)'}
+
+
+def _positional_dims(target: nn.Module) -> Tuple[int, ...]:
+    """The positional dims a target's output may have to be read as a feature map (N, C, *S): 2
+    always (as FD's images, §4); 1 and 3 only where the target contains a convolution of that many
+    dims, since a transformer layer's tokens (N, L, C) are 3-D as well."""
+    return (2, ) + tuple(dims for dims, types in CONVOLUTIONS.items()
+                         if any(isinstance(m, types) for m in target.modules()))
+
+
+def _check_feature_map(driven: _Driven, output) -> None:
+    """A target's output must be one floating feature map with positional dims it may have."""
+    positional = output.dim() - 2 if isinstance(output, torch.Tensor) and output.is_floating_point() else None
+    if positional in driven.positional_dims:
+        return
+    if positional in CONVOLUTIONS:
+        convolution = CONVOLUTIONS[positional][0].__name__
+        tokens = ' (it may be tokens (N, L, C), as a ViT\'s or Swin\'s layers return)' if positional == 1 else ''
+        raise TypeError(
+            f'FocusedDropoutHook: {driven.what} returned {_describe(output)} but contains no {convolution}, '
+            f'so its output is not read as a feature map {LAYOUTS[positional]}{tokens}; FocusedDropout '
+            f'masks convolutional feature maps (§4): target a convolutional stage (e.g. backbone.layer3 '
+            f'of a ResNet)')
+    raise TypeError(
+        f'FocusedDropoutHook: {driven.what} returned {_describe(output)}; FocusedDropout needs one floating '
+        f'feature map, {", ".join(LAYOUTS[dims] for dims in driven.positional_dims)} for this target: target '
+        f'a module that returns one (e.g. backbone.layer3, not the backbone or a head)')
 
 
 class FocusedDropoutRecord(Hook):
@@ -289,7 +323,8 @@ class FocusedDropoutHook(FocusedDropoutRecord):
                 raise ValueError(f'targets: no module named {target!r} in {type(model).__name__}; '
                                  f'closest: {near}; top-level modules: {_module_overview(model)}')
             driven = _Driven(target, FocusedDropout(gamma_range=self._template.gamma_range,
-                                                    opposite=self._template.opposite), names[target])
+                                                    opposite=self._template.opposite), names[target],
+                             _positional_dims(names[target]))
             self._handles.append(names[target].register_forward_hook(
                 functools.partial(self._masked_output, driven)))
             self._drive(driven)
@@ -300,11 +335,8 @@ class FocusedDropoutHook(FocusedDropoutRecord):
         self._driven.append(driven)
 
     def _masked_output(self, driven: _Driven, target: nn.Module, args, output):
-        if self._in_train_iter and not _in_backward() and not (
-                isinstance(output, torch.Tensor) and output.dim() == 4 and output.is_floating_point()):
-            raise TypeError(f'FocusedDropoutHook: {driven.what} returned {_describe(output)}; '
-                            f'FocusedDropout needs one (N, C, H, W) floating tensor: target a module that '
-                            f'returns one (e.g. backbone.layer3, not the backbone or a head)')
+        if self._in_train_iter and not _in_backward():
+            _check_feature_map(driven, output)
         self._called(driven, target.training)
         driven.module.training = target.training  # identity whenever the target is in eval
         return driven.module(output)
