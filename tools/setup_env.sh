@@ -3,8 +3,11 @@
 #
 # Pins: torch 2.14.1, torchvision 0.29.1, mmengine 0.10.7, mmcv 2.1.0 (with ops),
 # mmdet 3.3.0, mmpretrain 1.2.0, pycocotools, mmsegmentation 1.2.2, mmaction2 1.2.0,
-# plus fdrop_mm itself (editable) and the test tools. mmaction2 goes in with --no-deps:
-# it declares opencv-contrib-python, a second copy of cv2 next to opencv-python.
+# mmpose 1.3.2, plus fdrop_mm itself (editable) and the test tools. mmaction2 goes in
+# with --no-deps (it declares opencv-contrib-python, a second copy of cv2 next to
+# opencv-python), and so does mmpose (it declares chumpy, which does not import on
+# Python >= 3.11 and which no mmpose module imports); xtcocotools is built from its
+# sdist, its wheel being built against numpy 1.x (pip caches the built wheel).
 # mmcv 2.1.0 is source-only on PyPI and needs two fixes to build against torch 2.14:
 # setuptools<70 (its setup.py imports pkg_resources) and -std=c++20 instead of its
 # hard-coded -std=c++17 (torch 2.14 headers #error on anything older). The built
@@ -118,15 +121,21 @@ pip_quiet install "mmsegmentation==1.2.2" "prettytable==3.19.0" "ftfy==6.3.1" "r
   "decord==0.6.0" einops scipy matplotlib Pillow "numpy<2.5" "opencv-python>=4.10"
 pip_quiet install --no-deps "mmaction2==1.2.0"
 
+step "installing mmpose 1.3.2 (the pose extra; the first time builds xtcocotools, ~1-2 min)"
+pip_quiet install --no-binary xtcocotools "xtcocotools==1.14.3" "json-tricks==3.17.3" "munkres==3.0.0" \
+  scipy matplotlib "numpy<2.5" "opencv-python>=4.10"
+pip_quiet install --no-deps "mmpose==1.3.2"
+
 step "installing fdrop_mm (editable)"
 pip_quiet install --no-deps --no-build-isolation -e "$REPO"
 
 "$PY" - <<'PY' || fail "the installed stack does not import; see the traceback above"
 import torch, mmengine, mmcv, mmcv.ops, mmdet, mmpretrain, fdrop_mm  # noqa: F401
 import mmseg, mmseg.models, mmaction, mmaction.models  # noqa: F401  (fdrop_mm supplies mmaction's DRN files)
+import mmpose, mmpose.models, mmpose.datasets  # noqa: F401  (mmpose.datasets imports xtcocotools)
 print(f'[setup_env] ok: torch {torch.__version__}, mmengine {mmengine.__version__}, '
       f'mmcv {mmcv.__version__}, mmdet {mmdet.__version__}, mmpretrain {mmpretrain.__version__}, '
-      f'mmseg {mmseg.__version__}, mmaction2 {mmaction.__version__}')
+      f'mmseg {mmseg.__version__}, mmaction2 {mmaction.__version__}, mmpose {mmpose.__version__}')
 PY
 took
 say "ready in $((SECONDS - START)) s: $VENV; the mmcv wheel is cached in $WHEEL_DIR"
