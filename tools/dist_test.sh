@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Multi-process testing, as OpenMMLab's dist_test.sh, with torchrun:
 #   tools/dist_test.sh CONFIG CHECKPOINT GPUS [test.py args]
+# CONFIG: an mmpretrain, mmdet, mmseg or mmaction2 config, as for tools/test.py.
 # NNODES, NODE_RANK, MASTER_ADDR and PORT as in tools/dist_train.sh (one run per node).
 set -euo pipefail
 CONFIG=$1

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Multi-process training, as OpenMMLab's dist_train.sh, with torchrun:
 #   tools/dist_train.sh CONFIG GPUS [train.py args]
+# CONFIG: an mmpretrain, mmdet, mmseg or mmaction2 config, as for tools/train.py.
 # GPUS is the number of processes on this node. Several nodes, as in mmdet/mmpretrain:
 # run it once per node with NNODES (nodes in all, default 1), NODE_RANK (this node,
 # 0..NNODES-1, default 0), MASTER_ADDR (node 0's address, default 127.0.0.1) and PORT

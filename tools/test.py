@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint with an mmdet or mmpretrain config, as their tools/test.py.
+"""Evaluate a checkpoint with an mmpretrain, mmdet, mmseg or mmaction2 config, as their tools/test.py.
 
 ``--metrics-out FILE`` additionally writes the metrics as JSON (used by the pipeline driver).
 ``--launcher pytorch`` works without GPUs, as in tools/train.py. The checkpoint must fit the
@@ -10,7 +10,7 @@ from fdrop_mm.apis import add_launch_args, parse_launch_args, test
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Test a classifier or detector checkpoint')
+    parser = argparse.ArgumentParser(description='Test a checkpoint with an mmpretrain, mmdet, mmseg or mmaction2 config')
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='the dir to save logs and metrics')

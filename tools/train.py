@@ -1,6 +1,10 @@
-"""Train with an mmdet or mmpretrain config: tools/train.py as in mmdet 3.3 / mmpretrain 1.2.
+"""Train with an mmpretrain, mmdet, mmseg or mmaction2 config: tools/train.py as in mmpretrain 1.2,
+mmdet 3.3, mmsegmentation 1.2 and mmaction2 1.2 (the config's default_scope picks the package).
 
-Same arguments as theirs, plus --allow-partial-load. ``--launcher pytorch`` works without GPUs
+mmdet's arguments (--amp, --auto-scale-lr, --resume [CHECKPOINT], --cfg-options, --launcher),
+which take mmseg's too (its --resume has no path), plus --allow-partial-load; the flags only
+mmpretrain's or mmaction2's have (--no-validate, --seed, ...) are --cfg-options here (e.g.
+``--cfg-options randomness.seed=1``). ``--launcher pytorch`` works without GPUs
 (``tools/dist_train.sh CONFIG 2`` runs on CPUs), and a ``load_from`` checkpoint (not a resume)
 must fit the model exactly: see fdrop_mm.apis.
 """
@@ -10,7 +14,7 @@ from fdrop_mm.apis import add_launch_args, parse_launch_args, train
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Train a classifier or detector (mmpretrain / mmdet config)')
+    parser = argparse.ArgumentParser(description='Train with an mmpretrain, mmdet, mmseg or mmaction2 config')
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument('--amp', action='store_true', help='enable automatic-mixed-precision training')
