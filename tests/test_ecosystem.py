@@ -8,7 +8,8 @@ configs/mmaction: the recipe, the README's hook lines, CPU adaptations), as a us
   focused steps), the second resumes at the first one's last iteration, and both print the
   package's metric (mIoU in [0, 100], top-1 accuracy in [0, 1]);
 - through this repository's tools/train.py and tools/test.py;
-- one recipe under 2-rank gloo DDP (tools/dist_train.sh CONFIG 2): identical replicas.
+- one recipe under 2-rank gloo DDP (tools/dist_train.sh CONFIG 2): identical replicas;
+- and what the target returns in each recipe (the frame maps or clip volumes FD masks).
 """
 import importlib.util
 import json
@@ -200,6 +201,7 @@ def test_tsn_under_two_rank_gloo_ddp_ends_with_identical_replicas(data_env, tmp_
         assert torch.equal(value, saved[name]), name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', list(RECIPES))
 def test_the_target_returns_frame_maps_or_clip_volumes(name):
     """What FD masks in each recipe: the model (built from the config) run on an input of the
