@@ -1,11 +1,14 @@
 """The Slurm path against a real Slurm (tests/slurm_cluster.py: munged, slurmctld and slurmd on
 this machine, loopback only, started for this module and stopped at its end): two srun tasks
 of tools/slurm_train.sh training with the hook on CPU, a sweep submitted as a job graph giving
-the table of a local run, and a failed stage whose dependants never run, reported by the
-driver's rerun (marked slow: minutes). Skipped, with the reason, where Slurm is not installed or
+the table of a local run, a failed stage whose dependants never run, reported by the driver's
+rerun, a training job cancelled with scancel that the rerun reports and resumes, and one warned
+of its time limit (USR1 to its batch shell) that stops, requeues itself and resumes (marked
+slow: minutes). Skipped, with the reason, where Slurm is not installed or
 cannot start, unless tools/run_tests.sh installed it (``FDROP_REQUIRE_SLURM``): then a cluster
 that does not start fails with its logs. The dry run (the printed sbatch scripts) needs no cluster."""
 import os
+import re
 import subprocess
 import sys
 import time
@@ -27,6 +30,11 @@ REQUIRED = os.environ.get('FDROP_REQUIRE_SLURM') == '1'
 SWEEP = ['--tiny', '--table', '1', '--cells', 'resnet20/baseline', '--seeds', '0']
 SLURM = ['--launcher', 'slurm', '--partition', 'debug', '--gpus', '1', '--cpus-per-task', '1',
          '--gres', 'none']
+RUN = 'resnet20_1xb128_cifar10/seed0'
+# The interrupted runs: enough epochs (1-8 s each here, 2 iterations) that a job is still training
+# when the test acts on it after epoch 1's checkpoint.
+EPOCHS = 12
+LONG_SWEEP = [*SWEEP, *SLURM, '--cfg-options', f'train_cfg.max_epochs={EPOCHS}']
 
 
 @pytest.fixture(scope='module')
@@ -86,6 +94,35 @@ def submitted_jobs(stdout):
     return jobs
 
 
+@pytest.fixture(scope='module')
+def tiny_data(tmp_path_factory):
+    """A data root the sweeps share (the first generates the tiny data)."""
+    return tmp_path_factory.mktemp('tiny_data')
+
+
+def wait_for(path, deadline_s):
+    deadline = time.monotonic() + deadline_s
+    while not path.exists():
+        assert time.monotonic() < deadline, f'no {path} after {deadline_s} s'
+        time.sleep(0.2)
+
+
+def wait_for_state(cluster, job_id, deadline_s, **expected):
+    """Until ``scontrol show job`` has the ``expected`` fields; the job's fields."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        fields = job_fields(cluster, job_id)
+        if all(fields.get(key) == value for key, value in expected.items()):
+            return fields
+        assert time.monotonic() < deadline, f'job {job_id}: {fields} after {deadline_s} s, not {expected}'
+        time.sleep(0.5)
+
+
+def mmengine_logs(work_dir):
+    """The training runs' own logs in ``work_dir``, oldest first."""
+    return '\n'.join(log.read_text() for log in sorted(work_dir.glob('2*/2*.log')))
+
+
 def test_dry_run_prints_the_job_graph(tmp_path):
     out = tool(None, 'run_pipeline.py', '--work-dir', tmp_path / 'work', '--seeds', '0', '1',
                '--launcher', 'slurm', '--partition', 'gpu', '--gpus', '16', '--time', '3-00:00:00',
@@ -97,11 +134,14 @@ def test_dry_run_prints_the_job_graph(tmp_path):
     detection = scripts[3]
     assert '--qos=high --dependency=afterok:<seed0/pretrain_fd>' in detection.splitlines()[0]
     for line in ('--nodes=2', '--ntasks=16', '--ntasks-per-node=8', '--gres=gpu:8', '--time=3-00:00:00',
-                 f'--output={tmp_path}/work/seed0/detection_fd/slurm-%j.out', '--kill-on-invalid-dep=yes'):
+                 f'--output={tmp_path}/work/seed0/detection_fd/slurm-%j.out', '--kill-on-invalid-dep=yes',
+                 '--open-mode=append', '--requeue', '--signal=B:USR1@300'):
         assert f'#SBATCH {line}\n' in detection
+    assert 'trap on_warning USR1' in detection and 'scontrol requeue "$SLURM_JOB_ID"' in detection
     assert 'tools/run_pipeline.py --work-dir' in detection and '--stage seed0/detection_fd' in detection
     assert '--srun-args=--mpi=none' in detection
     assert scripts[-1].count('<seed') == 8 and '#SBATCH --ntasks=1\n' in scripts[-1]
+    assert '--signal' not in scripts[-1], 'the results job trains nothing'
     assert not (tmp_path / 'work').exists(), 'a dry run writes nothing'
 
 
@@ -181,5 +221,77 @@ def test_failed_stage_stops_its_dependants_and_the_rerun_names_it(slurm, tmp_pat
     assert (f'FAILED: stage seed0/pretrain_baseline did not complete in job {pretrain} (FAILED, exit '
             f'code 1:0); its log: {log}') in rerun, rerun
     assert f'seed0/detection_baseline: job {detection} never ran' in rerun
-    assert '1 failed stage(s) resubmitted: seed0/pretrain_baseline' in rerun
+    assert '1 stage(s) resubmitted whose job ended without completing them' in rerun
+    assert ': seed0/pretrain_baseline (FAILED)' in rerun
     slurm.command(['scancel', *(job_id for job_id, _ in submitted_jobs(rerun).values())])
+
+
+@pytest.mark.slow
+def test_cancelled_training_job_is_reported_and_resumes_when_resubmitted(slurm, tiny_data, tmp_path):
+    work = tmp_path / 'work'
+    args = ['--data-root', tiny_data, '--work-dir', work, *LONG_SWEEP]
+    jobs = submitted_jobs(tool(slurm, 'run_sweep.py', *args))
+    job, run_dir = jobs[RUN][0], work / RUN
+    wait_for(run_dir / 'epoch_1.pth', DEADLINE_S)
+    slurm.command(['scancel', job])
+    wait_until_no_jobs(slurm, DEADLINE_S)  # the tables job too: its dependency can never be met
+    cancelled = job_fields(slurm, job)
+    assert cancelled['JobState'] == 'CANCELLED' and not (run_dir / 'done.json').exists()
+    pointer = (run_dir / 'last_checkpoint').read_text()
+    kept = int(re.fullmatch(re.escape(f'{run_dir}/epoch_') + r'(\d+)\.pth', pointer)[1])
+    assert 1 <= kept < EPOCHS
+    tables_record = work / 'tables' / 'submitted.json'
+    tables_record.write_text(tables_record.read_text()[:20])  # a record cut short
+    rerun = tool(slurm, 'run_sweep.py', *args)
+    print(rerun)  # shown with pytest -rP
+    log = run_dir / f'slurm-{job}.out'
+    assert (f'INTERRUPTED: stage {RUN} did not complete in job {job} (CANCELLED, exit code '
+            f'{cancelled["ExitCode"]}); its log: {log}') in rerun, rerun
+    assert f'tables: {tables_record} is unreadable or corrupt (JSONDecodeError: ' in rerun
+    assert f'1 stage(s) resubmitted whose job ended without completing them' in rerun
+    again = submitted_jobs(rerun)
+    assert set(again) == {RUN, 'tables'} and again['tables'][1] == [again[RUN][0]], rerun
+    wait_until_no_jobs(slurm, DEADLINE_S)
+    for job_id, _ in again.values():
+        assert job_fields(slurm, job_id)['JobState'] == 'COMPLETED', job_id
+    resumed_log = (run_dir / f'slurm-{again[RUN][0]}.out').read_text()
+    print(resumed_log)
+    assert f'resumed from epoch {kept} ({run_dir}/epoch_{kept}.pth)' in resumed_log, resumed_log[-3000:]
+    assert (run_dir / f'epoch_{EPOCHS}.pth').is_file() and (work / 'table1.md').is_file()
+
+
+@pytest.mark.slow
+def test_time_limit_warning_stops_the_training_and_the_job_requeues_itself(slurm, tiny_data, tmp_path):
+    work = tmp_path / 'work'
+    args = ['--data-root', tiny_data, '--work-dir', work, '--time', '30', '--stop-before', '120', *LONG_SWEEP]
+    jobs = submitted_jobs(tool(slurm, 'run_sweep.py', *args))
+    job, run_dir = jobs[RUN][0], work / RUN
+    script = (run_dir / 'sbatch.sh').read_text()
+    for line in ('--requeue', '--signal=B:USR1@120', '--open-mode=append', '--time=30'):
+        assert f'#SBATCH {line}\n' in script
+    fields = job_fields(slurm, job)
+    assert (fields['Requeue'], fields['TimeLimit'], fields['Restarts']) == ('1', '00:30:00', '0')
+    wait_for(run_dir / 'epoch_1.pth', DEADLINE_S)
+    # what Slurm sends 120 s before the limit: USR1 to the batch shell only
+    slurm.command(['scancel', '--signal=USR1', '--batch', job])
+    wait_for_state(slurm, job, DEADLINE_S, JobState='PENDING', Restarts='1')
+    # Slurm holds a requeued job back (BeginTime, about 2.5 min here): start it now
+    slurm.command(['scontrol', 'update', f'JobId={job}', 'StartTime=now'])
+    wait_until_no_jobs(slurm, DEADLINE_S)
+    for job_id, _ in jobs.values():
+        assert job_fields(slurm, job_id)['JobState'] == 'COMPLETED', job_id
+    assert job_fields(slurm, job)['Restarts'] == '1'
+    log = (run_dir / f'slurm-{job}.out').read_text()  # both starts (appended)
+    print(log)
+    training_logs = mmengine_logs(run_dir)
+    print(training_logs)
+    stopped = re.search(r'stopped on request \((.+?)\) after iteration \d+ \(epoch (\d+), batch 1\); '
+                        r'no mid-epoch checkpoint .* a resumed run starts from (\S+)\n', training_logs)
+    assert stopped, training_logs[-3000:]
+    epoch = int(stopped[2])
+    assert stopped[1] == str(run_dir / 'stop_requested')
+    assert stopped[3] == str(run_dir / f'epoch_{epoch - 1}.pth')
+    assert 'SIGUSR1 (the time limit is near): asking the training to stop' in log
+    assert f'after its training saved {run_dir}/epoch_{epoch - 1}.pth: requeued' in log
+    assert f'resumed from epoch {epoch - 1} ({run_dir}/epoch_{epoch - 1}.pth)' in log, log[-3000:]
+    assert (run_dir / f'epoch_{EPOCHS}.pth').is_file() and not (run_dir / 'stop_requested').exists()

@@ -72,7 +72,8 @@ done
 rm -f "$stop_file"
 if [ "$warned" = 1 ] && [ "$status" != 0 ]; then
   if [ "$(cat "$pointer" 2>/dev/null || true)" != "$checkpoint_at_start" ]; then
-    say "the stage stopped (exit $status) after its training saved $(cat "$pointer"): requeued, it resumes from there"
+    say "the stage stopped (exit $status) after its training saved $(cat "$pointer"):" \
+        "requeued, it resumes from there"
     scontrol requeue "$SLURM_JOB_ID" && exit 0
   else
     say "the stage stopped (exit $status) without a checkpoint saved in this job (an epoch longer than the" \
@@ -323,8 +324,8 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
     slurm.add_argument('--time', help='time limit of each job, as sbatch --time (default: the partition\'s)')
     slurm.add_argument('--stop-before', type=int, default=DEFAULT_STOP_BEFORE_S, metavar='SECONDS',
                        help='ask a training to stop this long before its job\'s time limit (sbatch '
-                            '--signal=B:USR1@SECONDS); it saves, and the job requeues itself to resume '
-                            f'(default {DEFAULT_STOP_BEFORE_S})')
+                            '--signal=B:USR1@SECONDS): it stops at an iteration and the job requeues '
+                            f'itself to resume (default {DEFAULT_STOP_BEFORE_S})')
     slurm.add_argument('--srun-args', default=os.environ.get('SRUN_ARGS', ''),
                        help='more srun options for training, one string: --srun-args="--qos=x" '
                             '(default $SRUN_ARGS)')

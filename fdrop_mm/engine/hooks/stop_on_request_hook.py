@@ -19,6 +19,7 @@ Where it stops follows what mmengine's loops resume exactly:
   A request during an epoch's last iteration lets the epoch end (its checkpoint, its validation)
   and stops after the next iteration.
 """
+import os
 import time
 from pathlib import Path
 from typing import Optional
@@ -45,10 +46,11 @@ class TrainingStopped(Exception):
 class StopOnRequestHook(Hook):
     """Stop training at the first iteration boundary after ``stop_file`` (default
     ``<work_dir>/stop_requested``) appears, removing it; see the module's docstring for where a
-    checkpoint is saved. A file older than this process is a stale request (left by a job
-    killed after writing it) and is removed when training starts. Runs after every other
-    hook's ``after_train_iter`` (priority LOWEST), so the iteration's regular checkpoint is
-    saved first."""
+    checkpoint is saved. Outside a Slurm job, a file older than this process is a stale request
+    (left by a job killed after writing it) and is removed when training starts; inside one, the
+    batch script removes earlier files when the job starts, and a warning that came while the
+    stage started up is acted on. Runs after every other hook's ``after_train_iter`` (priority
+    LOWEST), so the iteration's regular checkpoint is saved first."""
 
     priority = 'LOWEST'
 
@@ -58,7 +60,9 @@ class StopOnRequestHook(Hook):
     def before_train(self, runner) -> None:
         if self.stop_file is None:
             self.stop_file = Path(runner.work_dir) / STOP_FILE
-        stale = self.stop_file.is_file() and self.stop_file.stat().st_mtime < PROCESS_START
+        # in a Slurm job the batch script removed any earlier file: one there now is this job's warning
+        stale = ('SLURM_JOB_ID' not in os.environ and self.stop_file.is_file()
+                 and self.stop_file.stat().st_mtime < PROCESS_START)
         if is_main_process() and stale:
             self.stop_file.unlink(missing_ok=True)
             runner.logger.warning(f'removed {self.stop_file}: a stop request older than this run')
