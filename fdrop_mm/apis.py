@@ -13,6 +13,7 @@ time limit asks for) and the process exits with ``STOPPED_EXIT_CODE`` (75).
 """
 import argparse
 import json
+import numbers
 import os
 import os.path as osp
 from typing import Optional
@@ -149,7 +150,7 @@ def test(config: str, checkpoint: str, *, work_dir: Optional[str] = None,
     metrics = runner.test()
     if metrics_out and is_main_process():
         with open(metrics_out, 'w') as f:
-            json.dump({k: float(v) if isinstance(v, (int, float)) else v for k, v in metrics.items()},
+            json.dump({k: float(v) if isinstance(v, numbers.Real) else v for k, v in metrics.items()},
                       f, indent=2)
         print(f'metrics written to {metrics_out}')
     end_distributed()
