@@ -148,3 +148,21 @@ def test_bad_parameters_are_refused_by_name(arguments, message, tmp_path):
     with pytest.raises(TinyDataError, match=message):
         make_coco_keypoints(tmp_path / 'coco', **arguments)
     assert not (tmp_path / 'coco').exists()
+
+
+@pytest.mark.slow
+def test_the_target_returns_a_map_per_person_crop(env):
+    """What FD masks: the model (built from the config) run on a batch of 128x96 person crops;
+    backbone.layer3 gives (N, 1024, 8, 6), one reference channel and mask per crop."""
+    import torch
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmpose.registry import MODELS
+    cfg = Config.fromfile(str(CONFIG))
+    init_default_scope('mmpose')
+    model = MODELS.build(cfg.model).eval()
+    shapes = []
+    dict(model.named_modules())[TARGET].register_forward_hook(lambda m, a, out: shapes.append(tuple(out.shape)))
+    with torch.no_grad():
+        model(torch.rand(2, 3, 128, 96), None, mode='tensor')
+    assert shapes == [(2, 1024, 8, 6)]
