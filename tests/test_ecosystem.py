@@ -28,8 +28,8 @@ from fdrop_mm.testing.ade20k import make_ade20k
 from fdrop_mm.testing.rawframes import make_rawframes
 from fdrop_mm.testing.videos import make_videos
 from tests.conftest import DUMP_HOOK, REPO, free_port
+from tests.packaged_tools import RESUMED, TARGET, TIMEOUT, packaged_train_py, run, training_steps
 
-TIMEOUT = 600  # seconds per tool run; a run takes 10-20 s on a quiet 2-core machine
 
 
 @dataclass(frozen=True)
@@ -60,12 +60,8 @@ RECIPES = {
     'i3d': Recipe('mmaction', 'configs/mmaction/i3d_r50_fd_tiny-kinetics400-rawframes.py', True, 'NCTHW'),
     'slowonly': Recipe('mmaction', 'configs/mmaction/slowonly_r50_fd_tiny-kinetics400-videos.py', True, 'NCTHW'),
 }
-TARGET = 'backbone.layer3'
 
-TRAIN_LINE = re.compile(r'(?:Iter\(train\) \[\s*(?P<iter>\d+)/\d+\]|'
-                        r'Epoch\(train\)\s+\[(?P<epoch>\d+)\]\[\s*(?P<batch>\d+)/\d+\])\s+(?P<fields>.*)')
 VAL_LINE = re.compile(r'(?:Iter|Epoch)\(val\).*?\s(?P<name>mIoU|acc/top1): (?P<value>\S+)')
-RESUMED = re.compile(r'resumed epoch: (\d+), iter: (\d+)')
 
 
 @pytest.fixture(scope='module')
@@ -80,34 +76,6 @@ def data_env(tmp_path_factory):
             'KINETICS_ROOT': str(data / 'kinetics400'), 'KINETICS_VIDEOS_ROOT': str(data / 'kinetics400_videos'),
             'OMP_NUM_THREADS': '1',
             'PYTHONPATH': os.pathsep.join([str(REPO), *filter(None, [os.environ.get('PYTHONPATH')])])}
-
-
-def packaged_train_py(package: str) -> Path:
-    """``<package>/.mim/tools/train.py`` of the installed package: what ``mim train`` runs."""
-    tool = Path(importlib.util.find_spec(package).origin).parent / '.mim' / 'tools' / 'train.py'
-    assert tool.is_file(), f'{package} is installed without its packaged {tool}'
-    return tool
-
-
-def run(args, env, cwd) -> str:
-    """Run ``args`` (a Python script and its arguments) with this Python; its output, checked."""
-    done = subprocess.run([sys.executable, *map(str, args)], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=TIMEOUT)
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, f'{args[0]} exited {done.returncode}:\n{output[-6000:]}'
-    return output
-
-
-def training_steps(log: str):
-    """[(position, fields)] of the training log lines: position is the iteration, or (epoch,
-    batch) for an epoch-based run; fields maps each logged name to its value."""
-    steps = []
-    for line in log.splitlines():
-        match = TRAIN_LINE.search(line)
-        if match:
-            position = (int(match['iter']) if match['iter'] else (int(match['epoch']), int(match['batch'])))
-            steps.append((position, dict(re.findall(r'(\S+): (\S+)', match['fields']))))
-    return steps
 
 
 def check_trained_and_masked(log: str, recipe: Recipe):

@@ -21,7 +21,7 @@ from fdrop_mm.testing.coco_keypoints import (KEYPOINT_NAMES, annotation_file, ke
                                              make_coco_keypoints)
 from fdrop_mm.testing.tiny_data import TinyDataError
 from tests.conftest import REPO
-from tests.test_ecosystem import RESUMED, TARGET, packaged_train_py, run, training_steps
+from tests.packaged_tools import RESUMED, TARGET, packaged_train_py, run, training_steps
 
 CONFIG = REPO / 'configs/mmpose/td-hm_res50_fd_tiny-coco-128x96.py'
 TRAIN_IMAGES, VAL_IMAGES = 8, 4
