@@ -5,7 +5,9 @@ tools/analysis_tools/aggregate_results.py.
   tools/dist_train.sh, tools/dist_test.sh and tools/slurm_train.sh, and running them.
 - ``stages``: an experiment as a graph of stages; a finished stage's ``done.json`` and what it
   was made from, so reruns skip it.
+- ``records``: ``done.json`` / ``submitted.json`` written atomically, a corrupt one reported.
 - ``slurm``: a stage graph submitted as sbatch jobs, each after the stages it needs.
+- ``disk``: the disk a full-scale stage's checkpoints take (docs/checkpoints.md).
 - ``progress``: a running stage graph's live progress, read from the stages' mmengine logs,
   and the table of their wall times.
 - ``pipeline``: §5.3, ImageNet pretraining -> backbone transfer -> RetinaNet on VOC 07+12.

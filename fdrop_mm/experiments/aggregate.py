@@ -14,6 +14,7 @@ import statistics
 from pathlib import Path
 from typing import Sequence
 
+from .records import read_record
 from .stages import DONE
 from .tables import Table
 
@@ -76,7 +77,7 @@ def collect(table: Table, work_dir: Path):
     for cell in table.cells:
         runs = {}
         for seed_dir in sorted((work_dir / cell.run).glob('seed*')):
-            if not (seed_dir / DONE).is_file():
+            if read_record(seed_dir / DONE)[0] is None:  # missing, truncated or corrupt
                 unfinished.append(seed_dir)
                 continue
             runs[int(seed_dir.name[len('seed'):])] = summarize_run(seed_dir)
@@ -104,7 +105,7 @@ def markdown(table: Table, results, unfinished) -> str:
                 f' (n={len(runs)})' if len(runs) != len(seeds) else ''))
         lines.append(f'| {row} | ' + ' | '.join(cells) + ' |')
     if unfinished:
-        lines += ['', f'Not finished (no {DONE}), left out: ' + ', '.join(map(str, unfinished))]
+        lines += ['', f'Not finished (no readable {DONE}), left out: ' + ', '.join(map(str, unfinished))]
     return '\n'.join(lines) + '\n'
 
 

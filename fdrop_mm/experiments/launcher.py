@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import List, Mapping, Optional, Sequence
 
+from ..engine.hooks.stop_on_request_hook import STOPPED_EXIT_CODE
+
 REPO = Path(__file__).resolve().parents[2]
 TOOLS = REPO / 'tools'
 LAUNCHERS = ('none', 'pytorch', 'slurm')
@@ -84,6 +86,10 @@ class Launcher:
                                   stderr=subprocess.STDOUT)
         if proc.returncode != 0:
             tail = ''.join(log.read_text().splitlines(keepends=True)[-30:])
+            if proc.returncode == STOPPED_EXIT_CODE:
+                raise RuntimeError(f'training stopped on request (exit {STOPPED_EXIT_CODE}: a stop request '
+                                   f'such as Slurm\'s time-limit warning); it resumes when the stage runs '
+                                   f'again: see {log}\n{tail}')
             how = (f'killed by {signal.Signals(-proc.returncode).name}' if proc.returncode < 0
                    else f'exit {proc.returncode}')
             raise RuntimeError(f'stage failed ({how}): see {log}\n{tail}')
