@@ -1,42 +1,17 @@
 """The operator against a plain per-sample reference, in every dtype and layout
 (tests/test_focused_dropout_nd.py: the same for 1-D and 3-D positional dims)."""
-import itertools
-
 import pytest
 import torch
 
 from fdrop_mm import FocusedDropout, focused_mask
-
-DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
-
-
-def reference_mask(x, gammas):
-    """Literal per-sample transcription of §4 (Eqs. 1-4) with Python loops, over every position
-    of x's positional dims (H×W; L or T×H×W for (N, C, L) and (N, C, T, H, W))."""
-    n, c, *positional = x.shape
-    out = torch.zeros(n, 1, *positional, dtype=x.dtype)
-    xd = x.double()
-    for s in range(n):
-        means = [xd[s, ch].mean().item() for ch in range(c)]
-        k = max(range(c), key=lambda ch: (means[ch], -ch))  # first index on ties
-        ref = xd[s, k]
-        peak = ref.max().item()
-        for position in itertools.product(*map(range, positional)):
-            if peak <= 0 or ref[position].item() > gammas[s] * peak or ref[position].item() == peak:
-                out[(s, 0) + position] = 1
-    return out
-
-
-def _exact_in(dtype, n=4, c=6, positional=(5, 7), seed=0):
-    """Random input whose values are exact in ``dtype`` (so the reference sees the same numbers)."""
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, c, *positional, generator=g).to(dtype)
+from tests.focused_dropout_reference import (DTYPES, exact_in, masks_forward_and_backward_as_the_reference,
+                                            reference_mask)
 
 
 @pytest.mark.parametrize('dtype', DTYPES)
 @pytest.mark.parametrize('seed', range(10))
 def test_mask_matches_reference(dtype, seed):
-    x = _exact_in(dtype, seed=seed)
+    x = exact_in(dtype, seed=seed)
     gammas = [0.3, 0.45, 0.6, 0.9]
     mask = focused_mask(x, torch.tensor(gammas))
     assert mask.shape == (4, 1, 5, 7) and mask.dtype == dtype
@@ -165,21 +140,9 @@ def test_seeded_gamma_repeats_and_continues():
     assert torch.equal(module(x), global_rng)
 
 
-def masks_forward_and_backward_as_the_reference(x, upstream):
-    """FocusedDropout at γ = 0.5 of the leaf ``x``, backward ``upstream``: output and gradient
-    are x and upstream times the reference mask, in x's dtype. Returns the output."""
-    out = FocusedDropout(gamma_range=(0.5, 0.5)).train()(x)
-    out.backward(upstream)
-    mask = reference_mask(x.detach().float(), [0.5] * x.shape[0]).to(x.dtype)
-    assert 0 < mask.sum() < mask.numel()
-    assert out.dtype == x.dtype and torch.equal(out, x.detach() * mask)
-    assert x.grad.dtype == x.dtype and torch.equal(x.grad, upstream * mask)
-    return out
-
-
 @pytest.mark.parametrize('dtype', DTYPES)
 def test_module_forward_backward_every_dtype(dtype):
-    masks_forward_and_backward_as_the_reference(_exact_in(dtype, seed=3).requires_grad_(), _exact_in(dtype, seed=4))
+    masks_forward_and_backward_as_the_reference(exact_in(dtype, seed=3).requires_grad_(), exact_in(dtype, seed=4))
 
 
 @pytest.mark.parametrize('bad, error, words', [
@@ -252,7 +215,7 @@ def test_hold_ends_at_the_next_seed():
 @pytest.mark.parametrize('opposite', [False, True])
 def test_functional_is_what_the_module_computes(opposite):
     from fdrop_mm.focused_dropout import focused_dropout
-    x = _exact_in(torch.float32, n=5)
+    x = exact_in(torch.float32, n=5)
     module = FocusedDropout(gamma_range=(0.4, 0.4), opposite=opposite).train()
     mask = focused_mask(x, 0.4)
     expected = x * (1 - mask if opposite else mask)
@@ -344,7 +307,7 @@ def test_r1_gradient_penalty_through_focused_dropout():
 
 def test_vmap_masks_each_call_as_a_batch_does_and_records_nothing():
     from fdrop_mm.focused_dropout import focused_dropout
-    x = _exact_in(torch.float32, n=5)
+    x = exact_in(torch.float32, n=5)
     expected = x * reference_mask(x, [0.4] * 5)
     per_call = torch.func.vmap(lambda sample: focused_dropout(sample[None], 0.4)[0])
     assert torch.equal(per_call(x), expected)

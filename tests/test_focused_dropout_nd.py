@@ -1,5 +1,5 @@
 """FocusedDropout on (N, C, L) and (N, C, T, H, W) input: one reference channel and one mask over
-all positions of a sample (§4), against the per-sample reference of tests/test_focused_dropout.py
+all positions of a sample (§4), against the per-sample reference of tests/focused_dropout_reference.py
 and hand computations, in every dtype and layout; and (N, C, H, W) results bit for bit those of
 the operator before it took N-d input."""
 import importlib
@@ -13,7 +13,7 @@ import torch
 
 from fdrop_mm import FocusedDropout, focused_dropout, focused_mask, reference_channel
 from fdrop_mm.focused_dropout import UndrivenFocusedDropoutWarning
-from tests.test_focused_dropout import DTYPES, _exact_in, masks_forward_and_backward_as_the_reference, reference_mask
+from tests.focused_dropout_reference import DTYPES, exact_in, masks_forward_and_backward_as_the_reference, reference_mask
 
 OPERATOR = importlib.import_module('fdrop_mm.focused_dropout')  # the module: fdrop_mm.focused_dropout is the function
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +47,7 @@ def assert_in_layout(t, layout):
 @pytest.mark.parametrize('dtype', DTYPES)
 @pytest.mark.parametrize('seed', range(4))
 def test_mask_matches_reference(dtype, rank, layout, seed):
-    x = in_layout(_exact_in(dtype, positional=POSITIONAL[rank], seed=seed), layout)
+    x = in_layout(exact_in(dtype, positional=POSITIONAL[rank], seed=seed), layout)
     gammas = [0.3, 0.45, 0.6, 0.9]
     mask = focused_mask(x, torch.tensor(gammas))
     assert mask.shape == (4, 1, *POSITIONAL[rank]) and mask.dtype == dtype
@@ -61,7 +61,7 @@ def test_mask_matches_reference(dtype, rank, layout, seed):
 def test_large_input_matches_reference(dtype, shape, layout):
     """Over 2^20 elements: a channels-innermost x is summed as one matrix-vector product per
     sample, a half-precision one in float32 a few samples at a time."""
-    x = in_layout(_exact_in(dtype, n=shape[0], c=shape[1], positional=shape[2:], seed=5), layout)
+    x = in_layout(exact_in(dtype, n=shape[0], c=shape[1], positional=shape[2:], seed=5), layout)
     gammas = [0.3, 0.45, 0.6, 0.9][:shape[0]]
     assert torch.equal(focused_mask(x, torch.tensor(gammas)).float(), reference_mask(x.float(), gammas))
 
@@ -92,8 +92,8 @@ def test_one_mask_over_a_signal():
 @pytest.mark.parametrize('rank', POSITIONAL)
 @pytest.mark.parametrize('dtype', DTYPES)
 def test_module_forward_backward(dtype, rank, layout):
-    x = in_layout(_exact_in(dtype, positional=POSITIONAL[rank], seed=3), layout).requires_grad_()
-    upstream = in_layout(_exact_in(dtype, positional=POSITIONAL[rank], seed=4), layout)
+    x = in_layout(exact_in(dtype, positional=POSITIONAL[rank], seed=3), layout).requires_grad_()
+    upstream = in_layout(exact_in(dtype, positional=POSITIONAL[rank], seed=4), layout)
     assert_in_layout(masks_forward_and_backward_as_the_reference(x, upstream), layout)
     assert_in_layout(x.grad, layout)
 
@@ -104,7 +104,7 @@ def test_non_finite_and_degenerate_clips(dtype, layout):
     """Dropped units are exactly +0.0, also where x is negative, -inf or NaN; a channel with a
     NaN or -inf mean is not the reference; a clip without a positive peak is kept whole; a +inf
     peak keeps only its +inf positions."""
-    x = _exact_in(dtype, n=3, c=3, positional=(2, 3, 3), seed=6)
+    x = exact_in(dtype, n=3, c=3, positional=(2, 3, 3), seed=6)
     x[:, 0] += 2  # channel 0: the reference (its mean is about 2, the others' about 0)
     focused = reference_mask(x[0:1, :1].float(), [0.5])[0, 0].bool()  # of sample 0, before the non-finite units
     dropped_at, kept_at = (~focused).nonzero()[:2].tolist(), focused.nonzero()[0].tolist()
@@ -156,7 +156,7 @@ def test_gamma_is_drawn_per_sample_and_keep_ratio_counts_all_positions(rank):
 @pytest.mark.parametrize('layout', LAYOUTS)
 @pytest.mark.parametrize('rank', POSITIONAL)
 def test_vmap_masks_each_call_as_a_batch_does(rank, layout):
-    x = in_layout(_exact_in(torch.float32, n=5, positional=POSITIONAL[rank]), layout)
+    x = in_layout(exact_in(torch.float32, n=5, positional=POSITIONAL[rank]), layout)
     expected = x * reference_mask(x, [0.4] * 5)
     assert torch.equal(torch.func.vmap(lambda sample: focused_dropout(sample[None], 0.4)[0])(x), expected)
     module = FocusedDropout(gamma_range=(0.4, 0.4)).train()
@@ -234,9 +234,9 @@ def _four_d_inputs(dtype, layout):
     """Small, gemv-sized (channels_last) and multi-chunk (half precision) maps, with degenerate
     samples: zero, negative, a NaN channel, a +inf peak."""
     for shape in [(4, 6, 5, 7), (3, 16, 14, 14), (8, 256, 32, 32), (2, 3, 1, 1)]:
-        x = _exact_in(dtype, n=shape[0], c=shape[1], positional=shape[2:], seed=sum(shape))
+        x = exact_in(dtype, n=shape[0], c=shape[1], positional=shape[2:], seed=sum(shape))
         yield in_layout(x, layout)
-    x = _exact_in(dtype, n=4, c=5, positional=(6, 6), seed=9)
+    x = exact_in(dtype, n=4, c=5, positional=(6, 6), seed=9)
     x[0] = 0
     x[1] = -x[1].abs()
     x[2, 3, 2, 2] = float('nan')
