@@ -10,9 +10,9 @@ labelled with ``--run``; the other sections stay, so two runs stand side by side
 starts with its provenance (results_md.Provenance): this command, the commit, the machine, the
 date and the load it saw.
 
-- operator: FocusedDropout forward + backward against the memory floor, nn.Dropout2d and
-  DropBlock, 3 shapes × float32/bfloat16 × contiguous/channels_last, and the torch.compile
-  producer-fusion rows (bench/bench_operator.py); on CUDA also the CUDA rows.
+- operator: FocusedDropout forward + backward against the memory floor, nn.Dropout2d/3d and
+  DropBlock, 4 shapes (3 ResNet-50 maps, an I3D clip) × float32/bfloat16 × contiguous/
+  channels_last(_3d), and the torch.compile producer-fusion rows (bench/bench_operator.py); on CUDA also the CUDA rows.
 - training step: ResNet-50 classifier step in a real Runner, FocusedDropoutHook at
   participation 1.0 and 0.1 against no hook (bench/bench_train_step.py); on CUDA also
   images/s at batch 64, 224×224, float32 and bfloat16 AMP.
