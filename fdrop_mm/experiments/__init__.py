@@ -14,6 +14,7 @@ tools/analysis_tools/aggregate_results.py.
 - ``published``: a published ImageNet checkpoint in place of an arm's pretraining.
 - ``tables``: §5.1-5.2, the cells of Tables 1-4 and Fig. 6 and their committed configs.
 - ``sweep``: a table's cells x seeds; ``aggregate``: the tables from the runs' logs.
+- ``results``: the results writer both share (mean ± std, markdown, the files beside it).
 
 Nothing here is imported by ``import fdrop_mm``.
 """

@@ -8,13 +8,12 @@ count (unfinished ones are listed below the table). Validation results are read 
 logs, ``<run>/seed<k>/<timestamp>/vis_data/scalars.json`` (or the ``<timestamp>.json`` beside
 it), all timestamps together, so a resumed run counts once.
 """
-import csv
 import json
-import statistics
 from pathlib import Path
 from typing import Sequence
 
 from .records import read_record
+from .results import format_mean_std, markdown_table, mean_std, write_table
 from .stages import DONE
 from .tables import Table
 
@@ -57,20 +56,6 @@ def summarize_run(run_dir: Path) -> dict:
                 final_epoch=final_step, validations=len(history))
 
 
-def mean_std(values):
-    """(mean, sample standard deviation or None for a single value)."""
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else None
-
-
-def format_mean_std(values) -> str:
-    """Mean ± sample std with two decimals (the paper's tables), the value alone for one, '–'
-    for none."""
-    if not values:
-        return '–'
-    mean, std = mean_std(values)
-    return f'{mean:.2f}' if std is None else f'{mean:.2f} ± {std:.2f}'
-
-
 def collect(table: Table, work_dir: Path):
     """Per cell: the finished runs' summaries by seed, and the unfinished run folders."""
     results, unfinished = {}, []
@@ -93,17 +78,18 @@ def markdown(table: Table, results, unfinished) -> str:
     lines = [f'## {table.title}', '',
              f'Top-1 (%), mean ± sample std over n = {len(seeds)} seeds '
              f'({", ".join(map(str, seeds)) or "none yet"}; a cell with fewer runs gives its n); each '
-             'cell: best over the run (the paper\'s measure) / final.', '',
-             '| | ' + ' | '.join(columns) + ' |', '|---|' + '---|' * len(columns)]
+             'cell: best over the run (the paper\'s measure) / final.', '']
+    body = []
     for row in rows:
-        cells = []
+        cells = [row]
         for column in columns:
             runs = results[by_position[row, column]].values() if (row, column) in by_position else []
             best = format_mean_std([run['best'] for run in runs])
             final = format_mean_std([run['final'] for run in runs])
             cells.append('–' if not runs else f'{best} / {final}' + (
                 f' (n={len(runs)})' if len(runs) != len(seeds) else ''))
-        lines.append(f'| {row} | ' + ' | '.join(cells) + ' |')
+        body.append(cells)
+    lines += markdown_table(['', *columns], body)
     if unfinished:
         lines += ['', f'Not finished (no readable {DONE}), left out: ' + ', '.join(map(str, unfinished))]
     return '\n'.join(lines) + '\n'
@@ -125,12 +111,6 @@ def write_tables(tables: Sequence[Table], work_dir: Path) -> str:
     texts = []
     for table in tables:
         results, unfinished = collect(table, work_dir)
-        text = markdown(table, results, unfinished)
-        (work_dir / f'table{table.key}.md').write_text(text)
-        with open(work_dir / f'table{table.key}.csv', 'w', newline='') as f:
-            rows = list(csv_rows(table, results))
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        texts.append(text)
+        texts.append(write_table(work_dir, f'table{table.key}', markdown(table, results, unfinished),
+                                   csv_rows=list(csv_rows(table, results))))
     return '\n'.join(texts)

@@ -20,9 +20,9 @@ import torch
 from fdrop_mm.testing.tiny_data import DATASET_FOLDERS, generate
 from fdrop_mm.transfer import extract_backbone, focused_dropout_note
 
-from .aggregate import format_mean_std
 from .launcher import REPO, TOOLS, Launcher
 from .published import PublishedCheckpoint, check_classifier_checkpoint
+from .results import format_cell, format_estimate, markdown_table, write_table
 from .slurm import SlurmOptions, drive
 from .stages import Stage, StageGraph, read_config, step, train, training_inputs
 
@@ -283,14 +283,6 @@ def result_row(arm: str, seed: int, pretrain: Optional[dict], detection: dict) -
         focused_dropout_history=(pretrain.get('focused_dropout_history') or []) if pretrain else [])
 
 
-def format_cell(values: Sequence[Optional[float]], n: int) -> str:
-    """Mean ± sample std of the values that are not None (two decimals, '–' without any), with
-    their count where it is not the row's ``n``."""
-    values = [value for value in values if value is not None]
-    count = f' (n={len(values)})' if values and len(values) != n else ''
-    return format_mean_std(values) + count
-
-
 def pretraining_cell(runs: Sequence[dict], column: str, n: int) -> str:
     """``column`` (top-1 or top-5) over the distinct pretrainings of ``runs``: a published
     checkpoint, tested once per seed, counts once."""
@@ -299,10 +291,7 @@ def pretraining_cell(runs: Sequence[dict], column: str, n: int) -> str:
 
 
 def paper_cell(arm: str, measure: str) -> str:
-    mean, std = PAPER_REPORTED.get(arm, {}).get(measure, (None, None))
-    if mean is None:
-        return '–'
-    return f'{mean:.2f}' if std is None else f'{mean:.2f} ± {std:.2f}'
+    return format_estimate(*PAPER_REPORTED.get(arm, {}).get(measure, (None, None)))
 
 
 def write_results(rows: Sequence[dict], work_dir: Path, tiny: bool) -> str:
@@ -318,7 +307,7 @@ def write_results(rows: Sequence[dict], work_dir: Path, tiny: bool) -> str:
     columns = ['arm', 'pretraining', 'n', 'top-1 (%)', 'top-5 (%)', 'VOC07 mAP (%)']
     if not tiny:
         columns = [*columns[:4], "paper's top-1 (%)", *columns[4:], "paper's VOC07 mAP (%)"]
-    lines += ['| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
+    summary = []
     for arm, runs in runs_of.items():
         n = len(runs)
         cells = {'arm': arm, 'n': str(n),
@@ -328,36 +317,36 @@ def write_results(rows: Sequence[dict], work_dir: Path, tiny: bool) -> str:
                  'VOC07 mAP (%)': format_cell([run['mAP'] for run in runs], n),
                  "paper's top-1 (%)": paper_cell(arm, 'top1'),
                  "paper's VOC07 mAP (%)": paper_cell(arm, 'mAP')}
-        lines.append('| ' + ' | '.join(cells[column] for column in columns) + ' |')
+        summary.append([cells[column] for column in columns])
+    lines += markdown_table(columns, summary)
     if not tiny:
         lines += ['', f'> {PAPER_NOTE}']
-    lines += ['', '## Runs', '',
-              '| arm | seed | top-1 (%) | top-5 (%) | VOC07 mAP (%) | pretrained backbone |',
-              '|---|---|---|---|---|---|']
+    lines += ['', '## Runs', '']
+    runs = []
     for row in rows:
         trained_here = row['pretraining'].startswith('trained here')
         source = row['source_checkpoint'] if trained_here else row['pretraining']
-        values = [format_cell([row[key]], 1) for key in ('top1', 'top5', 'mAP')]
-        lines.append(f"| {row['arm']} | {row['seed']} | " + ' | '.join(values) + f' | {source} |')
+        runs.append([row['arm'], str(row['seed']), *run_cells(row), source])
+    lines += markdown_table(['arm', 'seed', 'top-1 (%)', 'top-5 (%)', 'VOC07 mAP (%)', 'pretrained backbone'],
+                            runs)
     resumed = [row for row in rows if len(row.get('focused_dropout_history') or []) > 1]
     if resumed:
         lines += ['', 'Pretrainings resumed with other FocusedDropout settings (the backbone\'s '
                   '`focused_dropout_history`):', '']
         lines += [f"- {row['arm']}, seed {row['seed']}: {focused_dropout_note(None, row['focused_dropout_history'])}"
                   for row in resumed]
-    lines += ['', '## Per-class AP at IoU 0.5 on VOC2007 test (%), mean ± sample std over seeds',
-              '', '| class | ' + ' | '.join(f'{arm} (n={len(runs_of[arm])})' for arm in arms) + ' |',
-              '|---|' + '---|' * len(arms)]
-    for name in rows[0]['class_ap']:
-        cells = [format_cell([run['class_ap'][name] for run in runs_of[arm]], len(runs_of[arm]))
-                 for arm in arms]
-        lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
-    table = '\n'.join(lines) + '\n'
-    work_dir.mkdir(parents=True, exist_ok=True)
-    (work_dir / 'results.md').write_text(table)
-    results = dict(tiny=tiny, units=UNITS, rows=rows)
-    (work_dir / 'results.json').write_text(json.dumps(results, indent=2))
-    return table
+    lines += ['', '## Per-class AP at IoU 0.5 on VOC2007 test (%), mean ± sample std over seeds', '']
+    lines += markdown_table(
+        ['class', *(f'{arm} (n={len(runs_of[arm])})' for arm in arms)],
+        [[name, *(format_cell([run['class_ap'][name] for run in runs_of[arm]], len(runs_of[arm]))
+                  for arm in arms)] for name in rows[0]['class_ap']])
+    return write_table(work_dir, 'results', '\n'.join(lines) + '\n',
+                       json_data=dict(tiny=tiny, units=UNITS, rows=rows))
+
+
+def run_cells(row: dict) -> list:
+    """One run's top-1, top-5 and mAP (:func:`format_cell`)."""
+    return [format_cell([row[key]], 1) for key in ('top1', 'top5', 'mAP')]
 
 
 def machine() -> Dict[str, str]:
@@ -405,15 +394,11 @@ def record_table(rows: Sequence[dict], fd_participation: float) -> str:
             return f"{row['arm']} (participation {fd_participation})"
         return row['arm']
 
-    lines = ['| pretraining arm | seed | top-1 (%) | top-5 (%) | VOC07 mAP (%) |', '|---|---|---|---|---|']
-    for row in rows:
-        lines.append(f'| {label(row)} | {row["seed"]} | ' + ' | '.join(
-            format_cell([row[key]], 1) for key in ('top1', 'top5', 'mAP')) + ' |')
-    lines += ['', '| class AP at IoU 0.5 (%) | ' + ' | '.join(
-        f'{row["arm"]}, seed {row["seed"]}' for row in rows) + ' |', '|---|' + '---|' * len(rows)]
-    for name in rows[0]['class_ap']:
-        lines.append(f'| {name} | ' + ' | '.join(format_cell([row['class_ap'][name]], 1)
-                                                  for row in rows) + ' |')
+    lines = markdown_table(['pretraining arm', 'seed', 'top-1 (%)', 'top-5 (%)', 'VOC07 mAP (%)'],
+                           [[label(row), str(row['seed']), *run_cells(row)] for row in rows])
+    lines += ['', *markdown_table(
+        ['class AP at IoU 0.5 (%)', *(f'{row["arm"]}, seed {row["seed"]}' for row in rows)],
+        [[name, *(format_cell([row['class_ap'][name]], 1) for row in rows)] for name in rows[0]['class_ap']])]
     return '\n'.join(lines) + '\n'
 
 
