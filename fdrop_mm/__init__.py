@@ -16,7 +16,10 @@ Layers, each importing only those above it:
 - ``fdrop_mm.engine.hooks``: ``FocusedDropoutHook``, ``FocusedDropoutVisualizationHook``.
 - ``fdrop_mm.datasets``, ``fdrop_mm.evaluation``: checked CIFAR / Tiny ImageNet / ImageNet
   (mmpretrain) and VOC datasets, VOC mAP with per-class AP (mmdet).
-- ``fdrop_mm.transfer``: classifier checkpoint -> detector backbone, strict loading.
+- ``fdrop_mm.config_text``: the literals of a config text, read without executing it.
+- ``fdrop_mm.checkpoint_files``: checkpoint files read and checked against a model.
+- ``fdrop_mm.strict_pretrained``: ``init_cfg=dict(type='StrictPretrained')``, strict loading.
+- ``fdrop_mm.transfer``: classifier checkpoint -> detector backbone.
 - ``fdrop_mm.apis``: training and testing as tools/train.py and tools/test.py run them.
 - ``fdrop_mm.experiments``, ``fdrop_mm.testing``: the pipeline, sweeps, tables, tiny data.
 - ``fdrop_mm.utils``: the tools' exit status for bad input.
@@ -36,7 +39,8 @@ if find_spec('mmengine') is not None:
     from . import compat, models  # noqa: F401  (compat: mmengine checkpoints load under torch >= 2.6)
     from .compat import CPUAwareDistributedDataParallel
     from .engine import FocusedDropoutHook, FocusedDropoutVisualizationHook
-    from .transfer import StrictPretrainedInit, extract_backbone
+    from .strict_pretrained import StrictPretrainedInit
+    from .transfer import extract_backbone
     __all__ += ['FocusedDropoutHook', 'FocusedDropoutVisualizationHook', 'CPUAwareDistributedDataParallel',
                 'extract_backbone', 'StrictPretrainedInit']
     if find_spec('mmpretrain') is not None:

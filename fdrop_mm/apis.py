@@ -6,7 +6,7 @@ process group is started and the model wrapped with ``CPUAwareDistributedDataPar
 fdrop_mm.compat.cpu_ddp), so ``tools/dist_train.sh CONFIG 2`` and ``tools/slurm_train.sh`` run on
 CPUs too. A checkpoint
 loaded as weights (test's checkpoint, train's ``load_from``, not a resume) must fit the model
-exactly, unless ``allow_partial_load`` (see fdrop_mm.transfer.check_checkpoint_fits): mmengine
+exactly, unless ``allow_partial_load`` (see fdrop_mm.checkpoint_files.check_checkpoint_fits): mmengine
 would load it non-strictly and train or evaluate whatever stayed random. A training stops
 cleanly when ``<work_dir>/stop_requested`` appears (StopOnRequestHook: what a Slurm job near its
 time limit asks for) and the process exits with ``STOPPED_EXIT_CODE`` (75).
@@ -28,7 +28,7 @@ from mmengine.runner import Runner
 from .compat.cpu_ddp import init_cpu_process_group, set_rendezvous_from_slurm
 from .engine.hooks.focused_dropout_hook import FocusedDropoutHook, FocusedDropoutRecord
 from .engine.hooks.stop_on_request_hook import STOPPED_EXIT_CODE, StopOnRequestHook, TrainingStopped
-from .transfer import check_checkpoint_fits
+from .checkpoint_files import check_checkpoint_fits
 
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
 

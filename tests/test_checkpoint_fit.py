@@ -1,5 +1,5 @@
 """A whole model's checkpoint must fit the model: fdrop_mm.apis.test's checkpoint and
-fdrop_mm.apis.train's load_from (tools/test.py, tools/train.py; fdrop_mm.transfer.check_checkpoint_fits),
+fdrop_mm.apis.train's load_from (tools/test.py, tools/train.py; fdrop_mm.checkpoint_files.check_checkpoint_fits),
 on real Runners and checkpoint files."""
 import json
 import re
@@ -16,7 +16,7 @@ from mmengine.runner import Runner
 from mmpretrain.registry import MODELS
 
 from fdrop_mm import apis
-from fdrop_mm.transfer import check_checkpoint_fits
+from fdrop_mm.checkpoint_files import check_checkpoint_fits
 from tests.conftest import REPO, TINY_DETECTION, classifier_cfg
 
 EMA = [dict(type='EMAHook')]

@@ -10,7 +10,8 @@ from mmengine.config import Config
 from mmengine.runner import Runner, save_checkpoint
 from mmpretrain.registry import MODELS as CLS_MODELS
 
-from fdrop_mm.transfer import NO_FOCUSED_DROPOUT_NOTE, extract_backbone, parse_config_text
+from fdrop_mm.config_text import parse_config_text
+from fdrop_mm.transfer import NO_FOCUSED_DROPOUT_NOTE, extract_backbone
 from tests.conftest import classifier_cfg, run_tool
 
 VOC_RETINANET = Path(mmdet.__file__).parent / '.mim/configs/pascal_voc/retinanet_r50_fpn_1x_voc0712.py'

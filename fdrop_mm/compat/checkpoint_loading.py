@@ -14,7 +14,9 @@ A checkpoint that cannot be read (truncated, not a checkpoint) raises an error
 naming the file, on every path mmengine loads local files through (resume,
 ``load_from``, ``init_cfg=Pretrained``); torch's own message names none.
 """
+import contextlib
 import pickle
+from typing import Optional
 
 import numpy as np
 import torch
@@ -49,19 +51,29 @@ def allow_mmengine_checkpoints() -> None:
     ])
 
 
-def load_from_local_file(filename, map_location):
-    """mmengine's local-file loader, with the file named when it cannot be read."""
+@contextlib.contextmanager
+def naming_the_file(path, kind: Optional[type] = None):
+    """Re-raise an error reading checkpoint ``path`` (a missing file excepted) with a message
+    naming it, as ``kind`` (default: the error's own type, or RuntimeError where that type takes
+    other arguments); an error already naming the file keeps its message."""
     try:
-        return load_from_local(filename, map_location)
+        yield
     except FileNotFoundError:
         raise
     except Exception as error:  # a damaged file makes torch/pickle/zipfile raise many types
-        message = f'cannot read checkpoint {filename}: {type(error).__name__}: {error}'
+        prefix = f'cannot read checkpoint {path}: '
+        message = str(error) if str(error).startswith(prefix) else f'{prefix}{type(error).__name__}: {error}'
         try:
-            renamed = type(error)(message)
-        except Exception:  # an exception type that takes other arguments
+            renamed = (kind or type(error))(message)
+        except Exception:
             renamed = RuntimeError(message)
         raise renamed from error
+
+
+def load_from_local_file(filename, map_location):
+    """mmengine's local-file loader, with the file named when it cannot be read."""
+    with naming_the_file(filename):
+        return load_from_local(filename, map_location)
 
 
 def name_unreadable_checkpoints() -> None:

@@ -183,7 +183,8 @@ class Pipeline(StageGraph):
         metrics = self.launcher.test(config, checkpoint, work_dir)
         backbone = work_dir / 'backbone.pth'
         written = extract_backbone(checkpoint, backbone, meta=dict(arm=stage.arm, seed=stage.seed, config=config,
-                                                                   published=published.source))
+                                                                   published=published.source),
+                                   loaded=published.content)
         return dict(config=config, published=published.source, checkpoint=str(checkpoint),
                     backbone=str(backbone), metrics=metrics, files=[str(checkpoint), str(backbone)],
                     focused_dropout_history=written['meta']['focused_dropout_history'])

@@ -16,7 +16,8 @@ from typing import Dict, Mapping, Sequence
 
 import torch
 
-from fdrop_mm.transfer import checkpoint_mismatches, load_checkpoint_file, source_model
+from fdrop_mm.checkpoint_files import checkpoint_mismatches, is_local, load_checkpoint_file
+from fdrop_mm.transfer import source_model
 
 from .stages import read_config
 
@@ -32,7 +33,7 @@ class PublishedCheckpoint:
 
     @property
     def is_local(self) -> bool:
-        return '://' not in self.source
+        return is_local(self.source)
 
     @property
     def label(self) -> str:
@@ -55,15 +56,20 @@ class PublishedCheckpoint:
             raise FileNotFoundError(f'{self.label}: no such file {path}')
         return path
 
+    @functools.cached_property
+    def content(self) -> dict:
+        """The checkpoint, read once per run (:func:`load_checkpoint_file`; a URL through mmengine's
+        ``CheckpointLoader``, cached where torch hub caches)."""
+        return load_checkpoint_file(self.local_path() if self.is_local else self.source)
+
     def fetch(self, work_dir: Path) -> Path:
-        """A local file of the checkpoint: the file itself, or the URL read through mmengine's
-        ``CheckpointLoader`` (cached where torch hub caches) and saved as ``work_dir/published.pth``."""
+        """A local file of the checkpoint: the file itself, or the URL's :attr:`content` saved as
+        ``work_dir/published.pth``."""
         if self.is_local:
             return self.local_path()
-        checkpoint = load_checkpoint_file(self.source)
         work_dir.mkdir(parents=True, exist_ok=True)
         path = work_dir / FETCHED
-        torch.save(checkpoint, path)
+        torch.save(self.content, path)
         return path
 
 
@@ -100,13 +106,13 @@ def check_classifier_checkpoint(published: PublishedCheckpoint, checkpoint: Path
     ``ImageClassifier``'s whose state fits exactly the model of ``config`` (relative to the
     repository, read under the environment ``env``): ``ValueError`` naming the option, the file
     and what trained it, or the missing, unexpected and mis-shaped keys."""
-    loaded = load_checkpoint_file(checkpoint)
+    loaded = published.content
     trained_as = source_model(loaded, loaded.get('state_dict', loaded))
     if trained_as['type'] is not None and trained_as['type'].split('.')[-1] != 'ImageClassifier':
         raise ValueError(f'{published.label}: {checkpoint} is not an mmpretrain ImageClassifier '
                          f'checkpoint: it was trained as a {trained_as["type"]} (known from its '
                          f'{trained_as["known_from"]})')
-    problems = checkpoint_mismatches(classifier(config, env), checkpoint)
+    problems = checkpoint_mismatches(classifier(config, env), checkpoint, loaded)
     if problems:
         raise ValueError(f'{published.label}: {checkpoint} does not fit the ResNet-50 '
                          f'ImageClassifier of {config}: ' + '; '.join(problems))
