@@ -53,12 +53,20 @@ def tiny_pipeline(tmp_path):
                              arms=['baseline'])
 
 
-def test_published_checkpoint_is_tested_and_transferred_without_training(tiny_pipeline, classifier_checkpoint):
+def test_published_checkpoint_is_tested_and_transferred_without_training(tiny_pipeline, classifier_checkpoint,
+                                                                        monkeypatch):
+    from mmengine.runner.checkpoint import CheckpointLoader
+    reads = []
+    load = CheckpointLoader.load_checkpoint
+    monkeypatch.setattr(CheckpointLoader, 'load_checkpoint',
+                        lambda filename, *args, **kwargs: reads.append(filename) or load(filename, *args, **kwargs))
     pipeline = tiny_pipeline(pretrained={'baseline': str(classifier_checkpoint)})
     stage = pipeline.stage('seed0/pretrain_baseline')
     assert 'published checkpoint' in stage.description and str(classifier_checkpoint) in stage.description
     pipeline.check_published()
     record = pipeline.run_stage(stage.name)
+    # checked before any stage, checked again, tested (tools/test.py: its own process), extracted
+    assert reads.count(str(classifier_checkpoint)) == 1, 'read once in this process'
     assert not (stage.work_dir / 'train.out').exists(), 'a published checkpoint is not trained'
     assert 'accuracy/top1' in record['metrics'] and (stage.work_dir / 'test.out').is_file()
     assert record['published'] == str(classifier_checkpoint)
