@@ -93,7 +93,7 @@ def test_cli_makes_the_default_datasets_and_exits_with_the_error(tmp_path):
                           image_size=[80, 96])
 
     proc = run_tool('misc/make_tiny_data.py', *small, '--seed', '3')
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert proc.stderr.startswith(f'make_tiny_data.py: error: {tmp_path / "imagenet"} was made with other '
                                   'parameters (seed: 0 on disk, 3 asked); use --force to replace it')
 

@@ -289,13 +289,13 @@ def test_cli(source, tmp_path):
     assert torch.load(dst)['meta']['wd'] == 0.0005
 
     proc = run_tool(EXTRACT, tmp_path / 'nope.pth', dst)
-    assert proc.returncode == 1 and 'nope.pth' in proc.stderr
+    assert proc.returncode == 2 and 'nope.pth' in proc.stderr
 
 
 def test_cli_detector_source(detector_checkpoint, tmp_path):
     dst = tmp_path / 'cli.pth'
     proc = run_tool(EXTRACT, detector_checkpoint, dst)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert f'error: checkpoint {detector_checkpoint} was trained as a RetinaNet' in proc.stderr
     assert '--allow-non-classifier-source' in proc.stderr and not dst.exists()
     proc = run_tool(EXTRACT, detector_checkpoint, dst, '--allow-non-classifier-source')

@@ -486,7 +486,7 @@ def test_help(tool, option):
     (VIS_CAM, ['missing.png', '--model', 'nope.py', 'nope.pth'], 'error: image missing.png does not exist'),
     (REF_CHANNEL_STATS, ['nope.py', 'nope.pth'], 'error: config nope.py does not exist'),
     (PLOT_CURVES, ['nowhere', '--keys', 'loss'], 'error: log nowhere does not exist')])
-def test_tool_errors_exit_1_naming_the_file(tool, args, message, tmp_path):
+def test_tool_errors_exit_2_naming_the_file(tool, args, message, tmp_path):
     proc = run_tool(tool, *args, '--out-dir' if tool == REF_CHANNEL_STATS else '--out', 'never', cwd=tmp_path)
-    assert proc.returncode == 1 and message in proc.stderr, proc.stderr[-3000:]
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-3000:]
     assert not (tmp_path / 'never').exists()

@@ -7,6 +7,7 @@ model exactly, unless ``--allow-partial-load``: see fdrop_mm.apis.
 import argparse
 
 from fdrop_mm.apis import add_launch_args, parse_launch_args, test
+from fdrop_mm.cli import quiet_known_warnings
 
 
 def parse_args(argv=None):
@@ -20,6 +21,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    quiet_known_warnings()
     args = parse_args(argv)
     test(args.config, args.checkpoint, work_dir=args.work_dir, cfg_options=args.cfg_options,
          launcher=args.launcher, metrics_out=args.metrics_out,

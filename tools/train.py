@@ -11,6 +11,7 @@ must fit the model exactly: see fdrop_mm.apis.
 import argparse
 
 from fdrop_mm.apis import add_launch_args, parse_launch_args, train
+from fdrop_mm.cli import quiet_known_warnings
 
 
 def parse_args(argv=None):
@@ -27,6 +28,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    quiet_known_warnings()
     args = parse_args(argv)
     train(args.config, work_dir=args.work_dir, cfg_options=args.cfg_options, launcher=args.launcher,
           amp=args.amp, auto_scale_lr=args.auto_scale_lr, resume=args.resume,

@@ -103,7 +103,7 @@ DEFAULT_SIZES = dict(  # generate()'s **sizes, the flags of tools/misc/make_tiny
     tinyimagenet_size=64)
 
 
-class TinyDataError(RuntimeError):
+class TinyDataError(ValueError):
     """Bad input or an output location the generator must not overwrite."""
 
 

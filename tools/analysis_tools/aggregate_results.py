@@ -10,11 +10,13 @@ writes ``<work-dir>/table<key>.md`` and ``.csv`` for each table and prints the m
 import argparse
 from pathlib import Path
 
+from fdrop_mm.cli import quiet_known_warnings
 from fdrop_mm.experiments.aggregate import write_tables
 from fdrop_mm.experiments.tables import TABLES
 
 
 def main(argv=None):
+    quiet_known_warnings()
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--table', nargs='+', required=True, choices=list(TABLES))

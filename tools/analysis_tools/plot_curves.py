@@ -7,10 +7,9 @@ mmengine's scalar logs (``<work_dir>/<timestamp>/vis_data/scalars.json``)::
 RUN is a work dir or one scalars.json (the details: fdrop_mm.visualization.curves, below).
 """
 import argparse
-import sys
 from pathlib import Path
 
-from fdrop_mm.utils import cli_call
+from fdrop_mm.cli import exit_on_bad_input, quiet_known_warnings
 from fdrop_mm.visualization import curves
 
 
@@ -32,10 +31,11 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None) -> int:
+def main(argv=None):
+    quiet_known_warnings()
     args = parse_args(argv)
-    return cli_call(curves.plot_curves, args.runs, args.keys, args.labels, args.out)
+    exit_on_bad_input(curves.plot_curves, args.runs, args.keys, args.labels, args.out)
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    main()

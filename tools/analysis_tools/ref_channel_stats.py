@@ -9,10 +9,9 @@ writes ``ref_channels.csv`` and ``ref_channels.png`` into ``--out-dir`` (default
 ``work_dirs/ref_channel_stats/<checkpoint folder>``).
 """
 import argparse
-import sys
 from pathlib import Path
 
-from fdrop_mm.utils import cli_call
+from fdrop_mm.cli import exit_on_bad_input, quiet_known_warnings
 from fdrop_mm.visualization import ref_channels
 
 
@@ -40,12 +39,13 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None) -> int:
+def main(argv=None):
+    quiet_known_warnings()
     args = parse_args(argv)
-    return cli_call(ref_channels.reference_channel_stats, args.config, args.checkpoint, args.out_dir,
+    exit_on_bad_input(ref_channels.reference_channel_stats, args.config, args.checkpoint, args.out_dir,
                     split=args.split, data_root=args.data_root, layer=args.layer, classes=args.classes,
                     max_classes=args.max_classes, device=args.device)
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    main()

@@ -6,10 +6,12 @@ fdrop_mm.experiments.disk): printed, or written into docs/checkpoints.md's disk 
 import argparse
 from pathlib import Path
 
+from fdrop_mm.cli import quiet_known_warnings
 from fdrop_mm.experiments.disk import write_disk_section
 
 
 def main(argv=None):
+    quiet_known_warnings()
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--write', type=Path, metavar='DOC',
                         help='also put it in place of the disk section of DOC (between its marker lines)')

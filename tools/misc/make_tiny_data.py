@@ -1,9 +1,9 @@
 """Write deterministic tiny datasets in their real formats (see fdrop_mm.testing.tiny_data)."""
 import argparse
-import sys
 from pathlib import Path
 
-from fdrop_mm.testing.tiny_data import DATASETS, DEFAULT_SIZES, TinyDataError, generate
+from fdrop_mm.cli import exit_on_bad_input, quiet_known_warnings
+from fdrop_mm.testing.tiny_data import DATASETS, DEFAULT_SIZES, generate
 
 
 def parse_args(argv=None):
@@ -52,12 +52,10 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    quiet_known_warnings()
     args = vars(parse_args(argv))
-    try:
-        generate(args.pop('out'), only=args.pop('only'), seed=args.pop('seed'),
-                 force=args.pop('force'), **args)
-    except TinyDataError as err:
-        sys.exit(f'make_tiny_data.py: error: {err}')
+    exit_on_bad_input(generate, args.pop('out'), only=args.pop('only'), seed=args.pop('seed'),
+                      force=args.pop('force'), **args)
 
 
 if __name__ == '__main__':

@@ -6,10 +6,12 @@ configs/tinyimagenet/table3/, from fdrop_mm.experiments.tables.
 """
 import argparse
 
+from fdrop_mm.cli import quiet_known_warnings
 from fdrop_mm.experiments.tables import write_cell_configs
 
 
 def main(argv=None):
+    quiet_known_warnings()
     argparse.ArgumentParser(description=__doc__.split('\n\n')[0]).parse_args(argv)
     for path in write_cell_configs():
         print(f'wrote {path}')

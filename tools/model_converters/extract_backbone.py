@@ -13,8 +13,8 @@ refused unless ``--allow-non-classifier-source``. See ``fdrop_mm.transfer.extrac
 import argparse
 import ast
 import json
-import sys
 
+from fdrop_mm.cli import exit_on_bad_input, quiet_known_warnings
 from fdrop_mm.transfer import extract_backbone
 
 
@@ -29,7 +29,8 @@ def meta_item(text: str):
         return key, value
 
 
-def main(argv=None) -> int:
+def main(argv=None):
+    quiet_known_warnings()
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('src', help='mmpretrain ImageClassifier checkpoint (.pth)')
     parser.add_argument('dst', help='output backbone checkpoint (.pth)')
@@ -40,16 +41,11 @@ def main(argv=None) -> int:
                         help='extract from a checkpoint trained as another model than an mmpretrain '
                         'ImageClassifier (e.g. a fine-tuned detector); its meta records the source model')
     args = parser.parse_args(argv)
-    try:
-        written = extract_backbone(args.src, args.dst, depth=args.depth, meta=dict(args.meta),
-                                   allow_non_classifier_source=args.allow_non_classifier_source)
-    except (FileNotFoundError, ValueError) as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 1
+    written = exit_on_bad_input(extract_backbone, args.src, args.dst, depth=args.depth, meta=dict(args.meta),
+                                allow_non_classifier_source=args.allow_non_classifier_source)
     print(f'wrote {args.dst}: {len(written["state_dict"])} tensors (backbone.*, mmdet ResNet-{args.depth})')
     print(json.dumps(written['meta'], indent=2, default=str))
-    return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    main()

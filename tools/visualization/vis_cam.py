@@ -7,10 +7,9 @@ Usage (the details: fdrop_mm.visualization.cam, below)::
         [--method gradcam|gradcam++] [--target-layer backbone.layer4] [--out work_dirs/vis_cam/cam.png]
 """
 import argparse
-import sys
 from pathlib import Path
 
-from fdrop_mm.utils import cli_call
+from fdrop_mm.cli import exit_on_bad_input, quiet_known_warnings
 from fdrop_mm.visualization import cam
 
 
@@ -46,12 +45,13 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None) -> int:
+def main(argv=None):
+    quiet_known_warnings()
     args = parse_args(argv)
-    return cli_call(cam.cam_grid, args.images, args.model, args.labels, args.out, method=args.method,
+    exit_on_bad_input(cam.cam_grid, args.images, args.model, args.labels, args.out, method=args.method,
                     target_layer=args.target_layer, target_category=args.target_category,
                     det_topk=args.det_topk, cell_size=args.cell_size, device=args.device)
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    main()
