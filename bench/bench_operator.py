@@ -51,7 +51,7 @@ FLOOR = 'floor: x * precomputed mask'
 FD = 'FocusedDropout'
 READ = 'floor + x.sum()'
 SUMS = 'floor + reference_channel(x)'
-BOUND = 1.25  # issue #15: the unfused bound, 5/4 of the floor's memory traffic
+BOUND = 1.25  # the unfused bound, 5/4 of the floor's memory traffic
 GAMMA = 0.45  # the floor's mask: the middle of the default γ range
 
 

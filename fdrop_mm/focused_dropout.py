@@ -316,33 +316,17 @@ class _ScriptedFocusedDropout(nn.Module):
 class FocusedDropout(nn.Module):
     """Keep the units in the reference channel's focused area, zero the rest (§4):
     ``focused_dropout`` at a γ drawn per sample, on (N, C, L), (N, C, H, W) or (N, C, T, H, W)
-    input; docs/operator.md gives the semantics.
+    input; the identity in eval mode and while ``active`` is False.
 
     Args:
-        gamma_range: γ is drawn per sample, uniformly from this range, at every
-            forward; low == high fixes it (the §5.2.2 ablation). Default (0.3, 0.6)
-            follows the text (§4, §5.1.1), which is what the experiments used;
-            Algorithm 1 writes random(0.6, 0.9), pass that range to follow it.
-        opposite: keep the complement of the focused area instead (the
-            "opposite approach" ablation, §5.2.4).
-        in_channels: accepted and ignored, because mmcv's ``build_plugin_layer``
-            (mmdet ResNet's ``plugins=``) always passes it.
+        gamma_range: γ is drawn per sample, uniformly from this range, at every forward; the
+            default (0.3, 0.6) follows the text (§4, §5.1.1), low == high fixes it (§5.2.2).
+        opposite: keep the complement of the focused area instead (§5.2.4).
+        in_channels: ignored; mmcv's ``build_plugin_layer`` (mmdet ``plugins=``) passes it.
 
-    The module is the identity in eval mode and while ``active`` is False. Used
-    alone it is always active: it masks every training batch, which is not the
-    paper's method (FD on ~10% of the batches with magnified weight decay, §4),
-    so its first training forward warns (``UndrivenFocusedDropoutWarning``)
-    unless ``FocusedDropoutHook`` drives it (sets ``driven``) and switches it
-    per iteration. γ comes from torch's global RNG, or, after
-    ``seed_gamma(seed)``, from a generator seeded with it (the hook does this
-    per iteration, so a resumed run draws the same γ as an uninterrupted one).
-    ``hold_gamma()`` makes later forwards reuse the latest γ: a forward that
-    activation checkpointing (``torch.utils.checkpoint``, ``with_cp=True``)
-    recomputes in the backward then builds the mask the network used; torch's
-    checkpoint restores the global RNG, so unseeded γ repeat by themselves.
-    ``last_keep_ratio`` is, as a 0-dim tensor (no device sync), the fraction
-    of positions the latest active forward kept (counted when read; setting it
-    to None forgets that forward).
+    Alone it masks every training batch, which is not the paper's method, so its first training
+    forward warns unless ``FocusedDropoutHook`` drives it. ``seed_gamma``, ``hold_gamma``
+    (activation checkpointing) and ``last_keep_ratio``: docs/operator.md.
     """
 
     def __init__(self,

@@ -63,8 +63,7 @@ def test_every_cell_config_builds_with_the_papers_recipe(cell_configs):
                 cell.method.participation, cell.method.weight_decay_multiplier, cell.method.mode)
             for module in regularizers.values():
                 assert isinstance(module, FocusedDropout)
-                assert (module.gamma_range, module.opposite) == (hook._template.gamma_range,
-                                                                 hook._template.opposite)
+                assert (module.gamma_range, module.opposite) == (hook.gamma_range, hook.opposite)
         else:
             assert 'custom_hooks' not in cfg, cell.run
         optimizer = cfg.optim_wrapper.optimizer

@@ -227,8 +227,7 @@ class FocusedDropoutHook(FocusedDropoutRecord):
         self.mode = mode
         self.seed = None if seed is None else int(seed)
         self._seed = self.seed  # resolved in before_train when None
-        # validates gamma_range now, not at the first iteration
-        self._template = FocusedDropout(gamma_range=as_gamma_range(gamma_range), opposite=mode == 'opposite')
+        self.gamma_range = as_gamma_range(gamma_range)  # validated now, not at the first iteration
         self._driven: List[_Driven] = []
         self._module_names: Optional[List[str]] = None  # known from before_train on, kept after train
         self._handles: list = []
@@ -237,6 +236,11 @@ class FocusedDropoutHook(FocusedDropoutRecord):
         self._optimizers: List[Tuple[str, torch.optim.Optimizer]] = []
         self._step_decay: Dict[str, float] = {}  # weight decay of the steps taken in this iteration
         self._unwrap: list = []
+
+    @property
+    def opposite(self) -> bool:
+        """Whether the masks keep the complement of the focused area (``mode='opposite'``)."""
+        return self.mode == 'opposite'
 
     @property
     def _modules(self) -> List[FocusedDropout]:
@@ -303,12 +307,11 @@ class FocusedDropoutHook(FocusedDropoutRecord):
             if not isinstance(module, FocusedDropout):
                 continue
             if self.mode != 'weight_decay_only' and (
-                    module.gamma_range != self._template.gamma_range
-                    or module.opposite != self._template.opposite):
+                    module.gamma_range != self.gamma_range or module.opposite != self.opposite):
                 raise ValueError(
                     f'FocusedDropout module {name!r} has gamma_range={module.gamma_range}, '
                     f'opposite={module.opposite} but the hook has gamma_range='
-                    f'{self._template.gamma_range}, mode={self.mode!r}; make them agree')
+                    f'{self.gamma_range}, mode={self.mode!r}; make them agree')
             driven = _Driven(name, module)
             self._handles.append(module.register_forward_pre_hook(
                 lambda m, args, driven=driven: self._called(driven, m.training)))
@@ -322,9 +325,8 @@ class FocusedDropoutHook(FocusedDropoutRecord):
                 near = difflib.get_close_matches(target, list(names), n=5, cutoff=0.5)
                 raise ValueError(f'targets: no module named {target!r} in {type(model).__name__}; '
                                  f'closest: {near}; top-level modules: {_module_overview(model)}')
-            driven = _Driven(target, FocusedDropout(gamma_range=self._template.gamma_range,
-                                                    opposite=self._template.opposite), names[target],
-                             _positional_dims(names[target]))
+            driven = _Driven(target, FocusedDropout(gamma_range=self.gamma_range, opposite=self.opposite),
+                             names[target], _positional_dims(names[target]))
             self._handles.append(names[target].register_forward_hook(
                 functools.partial(self._masked_output, driven)))
             self._drive(driven)
@@ -471,7 +473,7 @@ class FocusedDropoutHook(FocusedDropoutRecord):
         of the modules it drives (both None until ``before_train`` finds them)."""
         return dict(type=type(self).__name__, participation=self.participation,
                     weight_decay_multiplier=self.weight_decay_multiplier, targets=self.targets,
-                    gamma_range=self._template.gamma_range, mode=self.mode, seed=self._seed,
+                    gamma_range=self.gamma_range, mode=self.mode, seed=self._seed,
                     modules=self._module_names)
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
