@@ -39,7 +39,7 @@ from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
-from fdrop_mm.testing import make_imagenet
+from fdrop_mm.tiny_data import make_imagenet
 
 from results_md import Provenance, fmt_quartiles, pin_malloc, spread, write_section  # bench/ is this script's folder
 

@@ -217,7 +217,7 @@ class Recorder:
 
 
 def tiny_data(work: Path) -> Path:
-    from fdrop_mm.testing.tiny_data import generate
+    from fdrop_mm.tiny_data import generate
     generate(work / 'data', only=('cifar100', ), seed=0)
     return work / 'data'
 

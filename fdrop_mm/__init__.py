@@ -21,7 +21,7 @@ Layers, each importing only those above it:
 - ``fdrop_mm.strict_pretrained``: ``init_cfg=dict(type='StrictPretrained')``, strict loading.
 - ``fdrop_mm.transfer``: classifier checkpoint -> detector backbone.
 - ``fdrop_mm.apis``: training and testing as tools/train.py and tools/test.py run them.
-- ``fdrop_mm.experiments``, ``fdrop_mm.testing``: the pipeline, sweeps, tables, tiny data.
+- ``fdrop_mm.experiments``, ``fdrop_mm.tiny_data``: the pipeline, sweeps, tables, tiny data.
 - ``fdrop_mm.cli``: what the tools share: a quiet terminal, exit status 2 on bad input.
 
 With mmengine installed, importing the package (``custom_imports = dict(imports=['fdrop_mm'])``,

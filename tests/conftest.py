@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fdrop_mm.testing import make_voc
+from fdrop_mm.tiny_data import make_voc
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_DETECTION = REPO / 'configs/tiny/retinanet_r50_fpn_voc0712_tiny.py'

@@ -11,7 +11,7 @@ from mmengine.config import Config
 from mmpretrain.registry import DATASETS
 
 from fdrop_mm.datasets.classification import CheckedCIFAR100
-from fdrop_mm.testing import generate
+from fdrop_mm.tiny_data import generate
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.usefixtures('mmpretrain_scope')

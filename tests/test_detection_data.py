@@ -10,7 +10,7 @@ from mmengine.runner import Runner
 from mmdet.registry import DATASETS
 
 import fdrop_mm.datasets.voc  # noqa: F401  registers CheckedVOCDataset, VOCMetricPerClass
-from fdrop_mm.testing import make_voc
+from fdrop_mm.tiny_data import make_voc
 from tests.conftest import TINY_DETECTION, build_test_split
 
 

@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from fdrop_mm.testing.ade20k import make_ade20k
-from fdrop_mm.testing.rawframes import make_rawframes
-from fdrop_mm.testing.videos import make_videos
+from fdrop_mm.tiny_data.ade20k import make_ade20k
+from fdrop_mm.tiny_data.rawframes import make_rawframes
+from fdrop_mm.tiny_data.videos import make_videos
 from tests.conftest import DUMP_HOOK, REPO, free_port
 from tests.packaged_tools import RESUMED, TARGET, TIMEOUT, packaged_train_py, run, training_steps
 

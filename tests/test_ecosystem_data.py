@@ -1,4 +1,4 @@
-"""fdrop_mm.testing.ade20k, .rawframes and .videos: their output, read by mmsegmentation's
+"""fdrop_mm.tiny_data.ade20k, .rawframes and .videos: their output, read by mmsegmentation's
 ADE20KDataset and mmaction2's RawframeDataset and VideoDataset with the stock recipes' loading
 transforms, holds a class signal a nearest-centroid classifier learns (the videos: the clips of
 the rawframes), is byte-identical for a seed, and bad parameters are refused by name."""
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fdrop_mm.testing.ade20k import make_ade20k
-from fdrop_mm.testing.rawframes import list_file, make_rawframes
-from fdrop_mm.testing.tiny_data import TinyDataError
-from fdrop_mm.testing.videos import make_videos, video_list_file
+from fdrop_mm.tiny_data.ade20k import make_ade20k
+from fdrop_mm.tiny_data.rawframes import list_file, make_rawframes
+from fdrop_mm.tiny_data import TinyDataError
+from fdrop_mm.tiny_data.videos import make_videos, video_list_file
 
 ADE_CLASSES, RAWFRAME_CLASSES = 4, 4
 

@@ -2,7 +2,7 @@
 (configs/mmpose: the recipe, the README's hook lines with the default target, CPU adaptations),
 as a user runs it: through mmpose's own packaged tools/train.py (``mmpose/.mim/tools/train.py``,
 what ``mim train`` runs) on a tiny COCO person-keypoints set in its real format
-(fdrop_mm.testing.coco_keypoints), then ``--resume`` with a longer schedule: both runs log a loss
+(fdrop_mm.tiny_data.coco_keypoints), then ``--resume`` with a longer schedule: both runs log a loss
 and FD masking (``fd/keep_ratio`` strictly inside (0, 1) on the focused steps), the second resumes
 after the first one's epoch, and both print the recipe's CocoMetric AP in [0, 1]. And the data:
 mmpose's CocoDataset reads the generated files, and the recipe's pipelines carry the keypoints'
@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fdrop_mm.testing.coco_keypoints import (KEYPOINT_NAMES, annotation_file, keypoint_colours,
+from fdrop_mm.tiny_data.coco_keypoints import (KEYPOINT_NAMES, annotation_file, keypoint_colours,
                                              make_coco_keypoints)
-from fdrop_mm.testing.tiny_data import TinyDataError
+from fdrop_mm.tiny_data import TinyDataError
 from tests.conftest import REPO
 from tests.packaged_tools import RESUMED, TARGET, packaged_train_py, run, training_steps
 

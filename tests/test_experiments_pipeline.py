@@ -14,7 +14,7 @@ from mmengine.registry import init_default_scope
 from fdrop_mm.experiments.pipeline import (PAPER_NOTE, RANDOM_INIT, TINY_NOTE, Pipeline, result_row,
                                          run_pipeline, write_record, write_results)
 from fdrop_mm.experiments.stages import run_stage
-from fdrop_mm.testing import make_imagenet, make_voc
+from fdrop_mm.tiny_data import make_imagenet, make_voc
 from tests.conftest import REPO, free_port
 
 TINY_DETECTION = REPO / 'configs/tiny/retinanet_r50_fpn_voc0712_tiny.py'

@@ -15,7 +15,7 @@ from mmengine.registry import DefaultScope
 
 from fdrop_mm.experiments.pipeline import Pipeline, result_row
 from fdrop_mm.experiments.published import PublishedCheckpoint, parse_pretrained
-from fdrop_mm.testing import make_imagenet
+from fdrop_mm.tiny_data import make_imagenet
 from tests.conftest import REPO, TINY_DETECTION
 
 TINY_PRETRAIN = 'configs/tiny/resnet50_tiny-imagenet.py'

@@ -21,7 +21,7 @@ from torch import nn
 
 import fdrop_mm.datasets.voc  # noqa: F401  registers CheckedVOCDataset
 from fdrop_mm import FocusedDropout, focused_mask
-from fdrop_mm.testing import make_imagenet, make_voc
+from fdrop_mm.tiny_data import make_imagenet, make_voc
 from tests.conftest import REPO, build_test_split, classifier_cfg
 
 INF, NAN = float('inf'), float('nan')

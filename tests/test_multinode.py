@@ -13,7 +13,7 @@ import torch
 
 from fdrop_mm.experiments.sweep import tiny_options
 from fdrop_mm.experiments.tables import select_cells
-from fdrop_mm.testing.tiny_data import generate
+from fdrop_mm.tiny_data import generate
 from tests.conftest import DUMP_HOOK, REPO, free_port
 
 CELL = ('2', 'resnet20/fd')  # configs/cifar/table2/resnet20_fd_1xb128_cifar100.py

@@ -10,7 +10,7 @@ from mmcv.cnn import build_plugin_layer
 from mmengine.registry import DefaultScope, init_default_scope
 
 from fdrop_mm import FocusedDropout
-from fdrop_mm.testing import make_imagenet
+from fdrop_mm.tiny_data import make_imagenet
 from tests.conftest import REPO
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fdrop_mm.testing.tiny_data import generate
+from fdrop_mm.tiny_data import generate
 from tests.conftest import REPO
 
 STAGE = 'seed0/pretrain_fd'  # the FD arm: FocusedDropout's decisions and γ must survive the resume too

@@ -1,4 +1,4 @@
-"""fdrop_mm.testing.tiny_data's output, loaded by the real mmpretrain and mmdet dataset classes,
+"""fdrop_mm.tiny_data's output, loaded by the real mmpretrain and mmdet dataset classes,
 and its command line tools/misc/make_tiny_data.py."""
 import json
 import xml.etree.ElementTree as ET
@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fdrop_mm.testing import tiny_data
-from fdrop_mm.testing.tiny_data import TinyDataError, generate
+from fdrop_mm.tiny_data import TinyDataError, generate, imagenet, voc
 from tests.conftest import run_tool
 
 NUM_CLASSES, TRAIN_PER_CLASS, VAL_PER_CLASS, IMAGENET_SIZE = 20, 30, 10, 64
@@ -109,13 +108,13 @@ def test_imagenet_loads_in_mmpretrain(tiny):
                                 classes=classes, pipeline=pipeline))
     val = DATASETS.build(dict(type='ImageNet', data_root=str(root), split='val',
                               classes=classes, pipeline=pipeline))
-    assert train.CLASSES == tuple(tiny_data.imagenet_class_names(NUM_CLASSES))
+    assert train.CLASSES == tuple(imagenet.imagenet_class_names(NUM_CLASSES))
     assert len(train) == NUM_CLASSES * TRAIN_PER_CLASS
     assert len(val) == NUM_CLASSES * VAL_PER_CLASS
     for dataset, per_class in ((train, TRAIN_PER_CLASS), (val, VAL_PER_CLASS)):
         labels = Counter(int(label) for label in dataset.get_gt_labels())
         assert labels == {label: per_class for label in range(NUM_CLASSES)}
-    wnid = tiny_data.imagenet_wnids(NUM_CLASSES)[3]
+    wnid = imagenet.imagenet_wnids(NUM_CLASSES)[3]
     sample = train[3 * TRAIN_PER_CLASS]
     assert Path(sample['img_path']).parent.name == wnid and sample['gt_label'] == 3
     assert sample['img'].shape == (IMAGENET_SIZE, IMAGENET_SIZE, 3)
@@ -155,7 +154,7 @@ def test_voc_loads_in_mmdet_with_stock_voc0712_config(tiny):
         assert len(ids) == expected
         assert len(dataset) == expected  # the min_size / filter_empty_gt filters keep all
         assert dataset.metainfo['dataset_type'] == f'VOC{year}'
-        assert dataset.metainfo['classes'] == tiny_data.VOC_CLASSES
+        assert dataset.metainfo['classes'] == voc.VOC_CLASSES
         for index, image_id in enumerate(ids):
             info = dataset.get_data_info(index)
             assert Path(info['img_path']).stem == image_id
@@ -166,7 +165,7 @@ def test_voc_loads_in_mmdet_with_stock_voc0712_config(tiny):
                 x1, y1, x2, y2 = instance['bbox']
                 assert 0 <= x1 and 0 <= y1 and x2 <= VOC_W - 1 and y2 <= VOC_H - 1
                 assert min(x2 - x1, y2 - y1) >= 32  # above bbox_min_size, so never ignored
-                assert obj.findtext('name') in tiny_data.VOC_CLASSES
+                assert obj.findtext('name') in voc.VOC_CLASSES
                 assert instance['ignore_flag'] == int(obj.findtext('difficult'))
                 difficult_total += instance['ignore_flag']
     assert difficult_total > 0

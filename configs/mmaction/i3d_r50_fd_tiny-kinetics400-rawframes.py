@@ -1,6 +1,6 @@
 # mmaction2's stock I3D-R50 Kinetics-400 recipe (32x2x1: one clip of 32 frames, every 2nd) plus the
 # README's FocusedDropout lines (without targets), on the generated tiny rawframes set
-# (fdrop_mm.testing.rawframes: 16 frames of 80x64 a video) on a CPU. Everything below the hook's
+# (fdrop_mm.tiny_data.rawframes: 16 frames of 80x64 a video) on a CPU. Everything below the hook's
 # lines is a CPU or tiny-data adaptation; the model, loss, optimizer and schedule are the recipe's.
 # I3D's ResNet3d gives (N, C, T, H, W) at backbone.layer3: one mask per clip, over its T x H x W.
 # Data root: $KINETICS_ROOT, default data/tiny/kinetics400.

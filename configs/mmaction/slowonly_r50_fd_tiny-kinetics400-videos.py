@@ -1,6 +1,6 @@
 # mmaction2's stock SlowOnly-R50 Kinetics-400 recipe (8x8x1: one clip of 8 frames, every 8th) plus
 # the README's FocusedDropout lines (without targets), on the generated tiny video set
-# (fdrop_mm.testing.videos: mp4 files of 16 frames of 80x64, read by decord as the recipe does) on
+# (fdrop_mm.tiny_data.videos: mp4 files of 16 frames of 80x64, read by decord as the recipe does) on
 # a CPU. Everything below the hook's lines is a CPU or tiny-data adaptation; the model, loss,
 # optimizer and schedule are the recipe's. SlowOnly's ResNet3d gives (N, C, T, H, W) at
 # backbone.layer3: one mask per clip, over T x H x W.

@@ -1,5 +1,5 @@
 # mmaction2's stock TSN-R50 Kinetics-400 recipe (1x1x3: three one-frame segments) plus the README's
-# three FocusedDropout lines, on the generated tiny rawframes set (fdrop_mm.testing.rawframes:
+# three FocusedDropout lines, on the generated tiny rawframes set (fdrop_mm.tiny_data.rawframes:
 # 16 frames of 80x64 a video) on a CPU. Everything below the three lines is a CPU or tiny-data
 # adaptation; the model, loss, optimizer and schedule are the recipe's. TSN runs its 2-D ResNet
 # on every frame, so backbone.layer3 gives (N*segments, C, H, W): one mask per frame.

@@ -1,6 +1,6 @@
 # mmpose's stock top-down heatmap ResNet-50 COCO person-keypoints recipe (256x192 input) plus the
 # README's three FocusedDropout lines, on the generated tiny COCO keypoints set
-# (fdrop_mm.testing.coco_keypoints: 96x128 images, one person each) on a CPU. Everything below the
+# (fdrop_mm.tiny_data.coco_keypoints: 96x128 images, one person each) on a CPU. Everything below the
 # hook's lines is a CPU or tiny-data adaptation; the model, codec, pipelines, loss, optimizer,
 # schedule's form and CocoMetric are the recipe's. Data root: $COCO_ROOT, default data/tiny/coco.
 _base_ = 'mmpose::body_2d_keypoint/topdown_heatmap/coco/td-hm_res50_8xb64-210e_coco-256x192.py'

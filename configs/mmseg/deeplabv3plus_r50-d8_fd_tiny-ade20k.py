@@ -1,5 +1,5 @@
 # mmsegmentation's stock DeepLabV3+-R50-D8 ADE20K recipe plus the README's three FocusedDropout lines,
-# on the generated tiny ADE20K (fdrop_mm.testing.ade20k: 96x64 images) on a CPU. Everything below
+# on the generated tiny ADE20K (fdrop_mm.tiny_data.ade20k: 96x64 images) on a CPU. Everything below
 # the hook's lines is a CPU or tiny-data adaptation; the model, loss, optimizer and schedule's form
 # are the recipe's. Data root: $ADE20K_ROOT, default data/tiny/ADEChallengeData2016.
 _base_ = 'mmseg::deeplabv3plus/deeplabv3plus_r50-d8_4xb4-80k_ade20k-512x512.py'

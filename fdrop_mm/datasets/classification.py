@@ -40,7 +40,7 @@ class _CheckedCIFAR:
     archive it created are removed.
 
     ``verify_md5=False``, for data that is not the published files (e.g. the tiny sets of
-    ``fdrop_mm.testing.tiny_data``): md5 sums are not checked, and the log says so. Instead
+    ``fdrop_mm.tiny_data``): md5 sums are not checked, and the log says so. Instead
     every batch file must unpickle to a dict whose ``data`` is uint8 (N, 3072) with N
     integer labels in range, and the meta file must list the dataset's class names; a
     violation raises an error naming the file and the field.

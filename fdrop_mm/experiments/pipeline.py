@@ -17,7 +17,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from fdrop_mm.testing.tiny_data import DATASET_FOLDERS, generate
+from fdrop_mm.tiny_data import DATASET_FOLDERS, generate
 from fdrop_mm.transfer import extract_backbone, focused_dropout_note
 
 from .launcher import REPO, TOOLS, Launcher

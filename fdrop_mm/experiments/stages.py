@@ -30,7 +30,7 @@ import torch
 from mmengine.config import Config, DictAction
 from mmengine.logging import MMLogger
 
-from fdrop_mm.testing.tiny_data import MANIFEST
+from fdrop_mm.tiny_data import MANIFEST
 
 from .launcher import REPO, Launcher
 from .progress import JobProgress

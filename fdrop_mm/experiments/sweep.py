@@ -14,7 +14,7 @@ import shlex
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from fdrop_mm.testing.tiny_data import DATASET_FOLDERS, generate
+from fdrop_mm.tiny_data import DATASET_FOLDERS, generate
 
 from .aggregate import write_tables
 from .launcher import REPO, TOOLS, Launcher

@@ -1,9 +1,9 @@
-"""Write deterministic tiny datasets in their real formats (see fdrop_mm.testing.tiny_data)."""
+"""Write deterministic tiny datasets in their real formats (see fdrop_mm.tiny_data)."""
 import argparse
 from pathlib import Path
 
 from fdrop_mm.cli import exit_on_bad_input, quiet_known_warnings
-from fdrop_mm.testing.tiny_data import DATASETS, DEFAULT_SIZES, generate
+from fdrop_mm.tiny_data import DATASETS, DEFAULT_SIZES, generate
 
 
 def parse_args(argv=None):

@@ -24,7 +24,7 @@ jittered joints, at a random scale and place. ``bbox`` is the figure's tight box
 pixel count (what COCO's segmentation area measures, and what the OKS of ``CocoMetric`` scales
 by). The same parameters and seed give byte-identical files; a ``tiny_data.json`` manifest is
 written last, and a rerun with the same parameters skips a complete set (see
-:func:`fdrop_mm.testing.tiny_data.generate` for the rules).
+:func:`fdrop_mm.tiny_data.generate` for the rules).
 """
 import colorsys
 import json
@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .tiny_data import (JPEG_QUALITY, TinyDataError, _materialize, _require_at_least,
-                        noisy_background, noisy_pixels, split_rng)
+from .drawing import JPEG_QUALITY, noisy_background, noisy_pixels, split_rng
+from .manifest import TinyDataError, _materialize, _require_at_least
 
 KEYPOINT_NAMES = ('nose', 'left_eye', 'right_eye', 'left_ear', 'right_ear', 'left_shoulder',
                   'right_shoulder', 'left_elbow', 'right_elbow', 'left_wrist', 'right_wrist',

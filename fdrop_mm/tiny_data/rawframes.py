@@ -17,22 +17,22 @@ Layout, as mmaction2's ``tools/data/build_rawframes.py`` writes a video set's fr
 ``RawframeDataset``'s defaults (``filename_tmpl='img_{:05}.jpg'``, ``start_index=1``) expect.
 A config sets ``type='RawframeDataset', data_root='<root>'``,
 ``ann_file='kinetics400_train_list_rawframes.txt'`` and ``data_prefix=dict(img='rawframes_train')``.
-fdrop_mm.testing.videos writes the same clips as video files (:func:`make_clips` serves both).
+fdrop_mm.tiny_data.videos writes the same clips as video files (:func:`make_clips` serves both).
 
-In a video of class ``label`` one object, drawn as fdrop_mm.testing.tiny_data draws class
+In a video of class ``label`` one object, drawn as fdrop_mm.tiny_data draws class
 ``label`` (the shape, texture and hue of ``tiny_data.glyph(label)``), moves in a straight line
 across a noisy, randomly tinted background, so every frame shows the class and the clip shows
 it moving. The same parameters and seed give byte-identical files; a ``tiny_data.json``
 manifest is written last, and a rerun with the same parameters skips a complete set (see
-:func:`fdrop_mm.testing.tiny_data.generate` for the rules).
+:func:`fdrop_mm.tiny_data.generate` for the rules).
 """
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from .tiny_data import (JPEG_QUALITY, TinyDataError, _materialize, _require_at_least,
-                        noisy_background, noisy_pixels, paint, split_rng, write_lines)
+from .drawing import JPEG_QUALITY, noisy_background, noisy_pixels, paint, split_rng, write_lines
+from .manifest import TinyDataError, _materialize, _require_at_least
 
 FRAME_TEMPLATE = 'img_{:05d}.jpg'  # RawframeDataset's default filename_tmpl, from 1
 MIN_FRAME_SIDE = 32

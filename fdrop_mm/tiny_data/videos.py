@@ -11,7 +11,7 @@ Layout, as the Kinetics-400 videos and mmaction2's ``build_file_list.py`` lists 
     videos_val/<video>.mp4       kinetics400_val_list_videos.txt
 
 MPEG-4 Part 2 (``mp4v``) files written by OpenCV, which decord reads. They hold the clips that
-:func:`fdrop_mm.testing.rawframes.make_rawframes` writes as frame folders for the same parameters
+:func:`fdrop_mm.tiny_data.rawframes.make_rawframes` writes as frame folders for the same parameters
 (one object of the video's class moving across the frames), before compression.
 """
 from pathlib import Path

@@ -15,21 +15,21 @@ and 1..150 are the 150 classes in ``ADE20KDataset.METAINFO`` order. The dataset 
 ``reduce_zero_label=True``: 0 becomes the ignore index 255 and label k the class index k - 1.
 
 Every image is a noisy, randomly tinted background of class 1 (``wall``) with up to
-``objects_per_image`` objects, drawn as fdrop_mm.testing.tiny_data draws its classes (object
+``objects_per_image`` objects, drawn as fdrop_mm.tiny_data draws its classes (object
 class c: the shape, texture and hue of ``tiny_data.glyph(c)``) and annotated with label c + 2
 (``building``, ``sky``, ...), so the class of a pixel is learnable from what is drawn there.
 A band of unlabelled pixels (0) borders each object, so the ignore index occurs as in ADE20K.
 The same parameters and seed give byte-identical files; a ``tiny_data.json`` manifest is
 written last, and a rerun with the same parameters skips a complete dataset (see
-:func:`fdrop_mm.testing.tiny_data.generate` for the rules).
+:func:`fdrop_mm.tiny_data.generate` for the rules).
 """
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
 
-from .tiny_data import (JPEG_QUALITY, TinyDataError, _materialize, _require_at_least, glyph,
-                        noisy_background, noisy_pixels, paint, shape_mask, split_rng)
+from .drawing import JPEG_QUALITY, glyph, noisy_background, noisy_pixels, paint, shape_mask, split_rng
+from .manifest import TinyDataError, _materialize, _require_at_least
 
 ADE20K_CLASSES = 150
 BACKGROUND_LABEL = 1  # 'wall'
