@@ -219,8 +219,9 @@ def test_missing_file(tmp_path):
 def test_corrupt_file(extracted, tmp_path, content):
     bad = tmp_path / 'bad.pth'
     bad.write_bytes(extracted[0].read_bytes()[:4096] if content == 'truncated' else content)
-    with pytest.raises(ValueError, match=f'cannot read checkpoint {re.escape(str(bad))}'):
+    with pytest.raises(ValueError, match=f'cannot read checkpoint {re.escape(str(bad))}') as error:
         extract_backbone(bad, tmp_path / 'out.pth')
+    assert str(error.value).count('cannot read checkpoint') == 1, 'named once, by the one wrapper'
     assert not (tmp_path / 'out.pth').exists()
 
 
