@@ -22,7 +22,7 @@ import sys
 
 from fdrop_mm.experiments.pipeline import ARMS, PRETRAIN_CONFIGS, run_pipeline
 from fdrop_mm.experiments.published import parse_pretrained
-from fdrop_mm.experiments.slurm import add_launch_arguments, launch_settings
+from fdrop_mm.experiments.command_line import add_launch_arguments, launch_settings
 
 
 def parse_args(argv=None):

@@ -17,7 +17,7 @@ runs' wall times (fdrop_mm.experiments.progress). Cells shared by several tables
 import argparse
 from pathlib import Path
 
-from fdrop_mm.experiments.slurm import add_launch_arguments, launch_settings
+from fdrop_mm.experiments.command_line import add_launch_arguments, launch_settings
 from fdrop_mm.experiments.sweep import run_sweep
 from fdrop_mm.experiments.tables import TABLES, select_cells
 

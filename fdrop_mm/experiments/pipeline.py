@@ -21,10 +21,11 @@ from fdrop_mm.testing.tiny_data import DATASET_FOLDERS, generate
 from fdrop_mm.transfer import extract_backbone, focused_dropout_note
 
 from .aggregate import format_mean_std
+from .command_line import drive
 from .launcher import REPO, TOOLS, Launcher
-from .published import PublishedCheckpoint, check_classifier_checkpoint
-from .slurm import SlurmOptions, drive
 from .progress import JobProgress
+from .published import PublishedCheckpoint, check_classifier_checkpoint
+from .slurm import SlurmOptions
 from .stages import FINAL, Stage, StageGraph, read_config, step, train, training_inputs
 
 # arm -> (config at the paper's scale, the CPU smoke config on tiny data)

@@ -17,9 +17,10 @@ from typing import Dict, List, Optional, Sequence
 from fdrop_mm.testing.tiny_data import DATASET_FOLDERS, generate
 
 from .aggregate import write_tables
+from .command_line import drive
 from .launcher import REPO, TOOLS, Launcher
-from .slurm import SlurmOptions, drive
 from .progress import JobProgress
+from .slurm import SlurmOptions
 from .stages import DONE, FINAL, Stage, StageGraph, train, training_inputs
 from .tables import TABLES, Cell, select_cells
 
