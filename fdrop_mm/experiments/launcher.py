@@ -20,6 +20,7 @@ from ..engine.hooks.stop_on_request_hook import STOPPED_EXIT_CODE
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLS = REPO / 'tools'
+CONFIGS = REPO / 'configs'
 # mmengine's launchers (LAUNCHERS: tools/train.py's --launcher) that start a run from here: tools/
 # has a script for each but mpi
 DRIVER_LAUNCHERS = tuple(launcher for launcher in LAUNCHERS if launcher != 'mpi')

@@ -19,13 +19,13 @@ import functools
 import hashlib
 import json
 import logging
-import os
 import re
+import shutil
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
-from unittest import mock
 
 import torch
 from mmengine.config import Config, DictAction
@@ -33,7 +33,7 @@ from mmengine.logging import MMLogger
 
 from fdrop_mm.testing.tiny_data import MANIFEST
 
-from .launcher import REPO, Launcher
+from .launcher import CONFIGS, REPO, Launcher
 from .records import read_record, write_record
 
 DONE = 'done.json'
@@ -359,16 +359,37 @@ def config_sha256(config, options: Sequence[str] = (), env: Optional[dict] = Non
     return hashlib.sha256(cfg.pretty_text.encode()).hexdigest()
 
 
+def env_placeholder(variable: str) -> 're.Pattern':
+    """mmengine's ``{{$VARIABLE:default}}`` for ``variable`` (its ``Config._substitute_env_variables``)."""
+    return re.compile(r'\{\{[\'"]?\s*\$' + re.escape(variable) + r'\s*:\s*\S*?\s*[\'"]?\}\}')
+
+
 def read_config(config, env: Optional[Mapping[str, str]] = None) -> Config:
     """``config`` (relative to the repository) as a run under the environment variables ``env``
-    reads it. mmengine logs every variable it substitutes ("Using env variable ..."); the driver
-    reads configs only to hash or check them, several times per stage, so those lines are kept
-    out of its output: the stage's own log has them from the run that uses them."""
+    reads it. mmengine fills ``{{$VAR:default}}`` from ``os.environ`` in each file it reads and
+    takes no environment of its own, so with ``env`` the config is read from a copy of its folder
+    tree (configs/, else the config's own folder: its ``.py`` files) in which ``env``'s
+    variables are filled in; others are left to mmengine, as in the run. mmengine logs each
+    variable it fills ("Using env variable ..."): the driver reads configs only to hash or check
+    them, so those lines are kept out of its output (the stage's own log has them)."""
+    path = REPO / config
     logger = MMLogger.get_current_instance()
     level = logger.level
     logger.setLevel(logging.WARNING)
     try:
-        with mock.patch.dict(os.environ, dict(env or {})):
-            return Config.fromfile(REPO / config)
+        if not env:
+            return Config.fromfile(path)
+        root = CONFIGS if path.is_relative_to(CONFIGS) else path.parent
+        with tempfile.TemporaryDirectory() as folder:
+            copy = Path(folder) / root.name
+            shutil.copytree(root, copy, ignore=lambda parent, names: [
+                name for name in names if not (name.endswith('.py') or Path(parent, name).is_dir())])
+            for file in copy.rglob('*.py'):
+                text = filled = file.read_text()
+                for variable, value in env.items():
+                    filled = env_placeholder(variable).sub(lambda _: value, filled)
+                if filled != text:
+                    file.write_text(filled)
+            return Config.fromfile(copy / path.relative_to(root))
     finally:
         logger.setLevel(level)
