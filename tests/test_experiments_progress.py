@@ -3,14 +3,15 @@ logs of real mmpretrain trainings (mmengine Runners) while they run, and the sta
 import io
 import json
 import re
+import time
 
 import pytest
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from fdrop_mm.experiments.progress import (SKIPPED, JobProgress, LogFollower, format_duration,
+from fdrop_mm.experiments.progress import (SKIPPED, JobProgress, LogFollower, StageTime, format_duration,
                                            parse_log_line, stage_logs)
-from fdrop_mm.experiments.stages import Stage, StageGraph
+from fdrop_mm.experiments.stages import FINAL, Stage, StageGraph
 from tests.conftest import classifier_cfg
 
 EPOCHS = 3
@@ -24,13 +25,13 @@ class Trainings(StageGraph):
     def __init__(self, root, images):
         self.root, self.images = root, images
 
-    def stages(self):
+    def build_stages(self):
         runs = [Stage(f'seed{seed}/train_resnet18', f'train ResNet-18, seed {seed}',
-                      self.root / f'seed{seed}' / 'train_resnet18', arm='resnet18', seed=seed)
+                      self.root / f'seed{seed}' / 'train_resnet18', 'train', arm='resnet18', seed=seed)
                 for seed in (0, 1)]
-        return [*runs, Stage('summary', 'collect', self.root, tuple(s.name for s in runs), final=True)]
+        return [*runs, Stage('summary', 'collect', self.root, FINAL, tuple(s.name for s in runs))]
 
-    def inputs(self, stage):
+    def read_inputs(self, stage):
         return dict(seed=stage.seed)
 
     def produce(self, stage, upstream, work_dir):
@@ -87,8 +88,9 @@ def test_driver_shows_stage_progress_job_eta_and_a_stage_time_table(trained):
     assert '[test] stage 1/3 seed0/train_resnet18 (arm resnet18, seed 0): start: train ResNet-18, seed 0' in lines
     live = [line for line in lines if line.startswith('[test] stage 1/3') and 'training epoch' in line]
     assert live, 'no progress line while the first stage trained:\n' + out
+    # the second seed, not yet timed, is estimated from the first's own estimate
     assert re.search(r'training epoch [1-3]/3, iter [1-4]/4, loss \d+\.\d{4}, ETA \d:\d\d:\d\d; '
-                     r'elapsed \d:\d\d:\d\d; job ETA ≥ \d:\d\d:\d\d \(\+1 stage not yet timed\)', live[0])
+                     r'elapsed \d:\d\d:\d\d; job ETA about \d:\d\d:\d\d$', live[0])
     # once the first seed is timed, the second's job ETA needs no guess
     second = [line for line in lines if line.startswith('[test] stage 2/3') and 'job ETA' in line]
     assert second and all('not yet timed' not in line for line in second)
@@ -116,3 +118,41 @@ def test_terminal_display_is_rich(trained):
     text = out.getvalue()
     assert '\x1b[' in text, 'rich writes terminal control sequences'
     assert 'stage 1/3 seed0/train_resnet18' in text and '## Stage wall times (test)' in text
+
+
+class Planned(StageGraph):
+    """Two seeds of a pretraining and two detections: stages that are only planned, never run."""
+    tag = 'plan'
+
+    def __init__(self, root):
+        self.root = root
+
+    def build_stages(self):
+        stages = []
+        for seed in (0, 1):
+            stages.append(Stage(f'seed{seed}/pretrain', 'pretrain', self.root, 'pretrain', arm='a', seed=seed))
+            stages += [Stage(f'seed{seed}/detection_{arm}', 'detect', self.root, 'detect', arm=arm, seed=seed)
+                       for arm in ('x', 'y')]
+        return [*stages, Stage('results', 'table', self.root, FINAL, tuple(s.name for s in stages))]
+
+
+def test_job_eta_estimates_stages_not_yet_timed_from_the_running_one(tmp_path):
+    graph = Planned(tmp_path)
+    progress = JobProgress(graph, out=io.StringIO(), tty=False)
+    progress.times.append(StageTime(graph.stage('seed0/pretrain'), 'ran', 600.0))
+    progress.current = graph.stage('seed0/detection_x')
+    progress.started_at = time.monotonic() - 100  # running for 100 s
+    progress.follower = LogFollower(tmp_path, since=time.time())
+    # no log yet: the running detection and the three to come have no estimate; seed 1's
+    # pretraining takes seed 0's 600 s
+    assert progress.job_eta() == '≥ about 0:10:00 (+4 stages not yet timed)'
+    line = parse_log_line('Epoch(train) [1][ 5/10]  lr: 1e-02  eta: 0:00:50  time: 0.5  loss: 1.0000',
+                          tmp_path / 'run.log')
+    progress.follower.last = progress.follower.last_train = line
+    # mmengine's 50 s left of a detection that then takes 100 + 50 s: each of the three detections
+    # to come is estimated at 150 s; 50 + 600 + 3 * 150 = 1100 s
+    assert progress.job_eta() == 'about 0:18:20'
+    progress.times.append(StageTime(graph.stage('seed0/detection_y'), 'ran', 200.0))
+    # detection y timed (200 s) in seed 0: seed 1's y takes that, seed 1's x the detections' mean
+    # (200 s, the only one timed): 50 + 600 + 200 + 200 = 1050 s
+    assert progress.job_eta() == 'about 0:17:30'

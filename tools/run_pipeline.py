@@ -3,7 +3,7 @@ pretraining (mmpretrain) -> backbone extraction -> RetinaNet fine-tune on VOC 07
 VOC2007 test, then a comparison table (markdown and JSON); see fdrop_mm.experiments.pipeline.
 
 Stages whose outputs are complete are skipped when the command is rerun. ``--tiny`` runs the
-CPU smoke configs on data from fdrop_mm.testing.tiny_data (generated if absent). While stages run
+CPU smoke configs on data from fdrop_mm.tiny_data (generated if absent). While stages run
 locally, their progress (epoch, iteration, loss, ETA) and the job's ETA are shown, then a table of
 their wall times (fdrop_mm.experiments.progress); ``--pretrained`` tests and transfers a published
 checkpoint instead of training that arm (fdrop_mm.experiments.published).
@@ -20,9 +20,10 @@ import argparse
 import shlex
 import sys
 
+from fdrop_mm.cli import quiet_known_warnings
+from fdrop_mm.experiments.command_line import add_launch_arguments, launch_settings
 from fdrop_mm.experiments.pipeline import ARMS, PRETRAIN_CONFIGS, run_pipeline
 from fdrop_mm.experiments.published import parse_pretrained
-from fdrop_mm.experiments.slurm import add_launch_arguments, launch_settings
 
 
 def parse_args(argv=None):
@@ -60,6 +61,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    quiet_known_warnings()
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     run_pipeline(tiny=args.tiny, work_dir=args.work_dir, data_root=args.data_root, seeds=args.seeds,

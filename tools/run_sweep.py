@@ -17,7 +17,8 @@ runs' wall times (fdrop_mm.experiments.progress). Cells shared by several tables
 import argparse
 from pathlib import Path
 
-from fdrop_mm.experiments.slurm import add_launch_arguments, launch_settings
+from fdrop_mm.cli import quiet_known_warnings
+from fdrop_mm.experiments.command_line import add_launch_arguments, launch_settings
 from fdrop_mm.experiments.sweep import run_sweep
 from fdrop_mm.experiments.tables import TABLES, select_cells
 
@@ -52,6 +53,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    quiet_known_warnings()
     args = parse_args(argv)
     run_sweep(args.table, tiny=args.tiny, work_dir=args.work_dir, data_root=args.data_root,
               cells=args.cells, seeds=args.seeds, dry_run=args.dry_run, launcher=args.launcher,

@@ -7,6 +7,8 @@ tools/analysis_tools/aggregate_results.py.
   was made from, so reruns skip it.
 - ``records``: ``done.json`` / ``submitted.json`` written atomically, a corrupt one reported.
 - ``slurm``: a stage graph submitted as sbatch jobs, each after the stages it needs.
+- ``command_line``: the tools' launch options and what a run does with them (``drive``: submit
+  to Slurm, run one stage, or every stage here).
 - ``disk``: the disk a full-scale stage's checkpoints take (docs/checkpoints.md).
 - ``progress``: a running stage graph's live progress, read from the stages' mmengine logs,
   and the table of their wall times.

@@ -20,7 +20,7 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
 
 from .launcher import REPO
-from .pipeline import Pipeline, is_pretraining
+from .pipeline import PRETRAIN, Pipeline
 from .stages import read_config
 
 MIB = 2 ** 20
@@ -94,7 +94,7 @@ def pipeline_disk() -> List[StageDisk]:
     """Each training stage of one seed of the full-scale pipeline, every arm (§5.3)."""
     pipeline = Pipeline(work_dir=Path('work_dirs/pipeline'), data_root=Path('data'),
                         arms=('baseline', 'fd', 'fd+fd-finetune'))
-    return [stage_disk(stage.name, pipeline.training(stage)[0], backbone=is_pretraining(stage))
+    return [stage_disk(stage.name, pipeline.training(stage)[0], backbone=stage.kind == PRETRAIN)
             for stage in pipeline.stages() if not stage.final and stage.seed == pipeline.seeds[0]]
 
 

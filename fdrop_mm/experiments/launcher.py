@@ -15,11 +15,15 @@ import sys
 from pathlib import Path
 from typing import List, Mapping, Optional, Sequence
 
+from ..apis import LAUNCHERS
 from ..engine.hooks.stop_on_request_hook import STOPPED_EXIT_CODE
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLS = REPO / 'tools'
-LAUNCHERS = ('none', 'pytorch', 'slurm')
+CONFIGS = REPO / 'configs'
+# mmengine's launchers (LAUNCHERS: tools/train.py's --launcher) that start a run from here: tools/
+# has a script for each but mpi
+DRIVER_LAUNCHERS = tuple(launcher for launcher in LAUNCHERS if launcher != 'mpi')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,8 +37,8 @@ class Launcher:
     tag: str = 'pipeline'
 
     def __post_init__(self):
-        if self.kind not in LAUNCHERS:
-            raise ValueError(f'--launcher {self.kind!r}: expected one of {", ".join(LAUNCHERS)}')
+        if self.kind not in DRIVER_LAUNCHERS:
+            raise ValueError(f'--launcher {self.kind!r}: expected one of {", ".join(DRIVER_LAUNCHERS)}')
         if self.gpus < 1:
             raise ValueError(f'--gpus {self.gpus}: needs at least 1')
         if self.kind == 'slurm' and not self.partition:

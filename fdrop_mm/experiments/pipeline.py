@@ -4,7 +4,7 @@ test, then a comparison table (markdown and JSON).
 
 Each stage is skipped on a rerun while its ``done.json`` matches its inputs (``stages``).
 ``tiny`` runs the CPU smoke configs (configs/tiny/) on data that
-``fdrop_mm.testing.tiny_data`` generates, and adds a detector trained from a random backbone,
+``fdrop_mm.tiny_data`` generates, and adds a detector trained from a random backbone,
 the floor a transfer must beat.
 """
 import dataclasses
@@ -20,11 +20,13 @@ import torch
 from fdrop_mm.tiny_data import DATASET_FOLDERS, generate
 from fdrop_mm.transfer import extract_backbone, focused_dropout_note
 
+from .command_line import drive
 from .launcher import REPO, TOOLS, Launcher
+from .progress import JobProgress
 from .published import PublishedCheckpoint, check_classifier_checkpoint
 from .results import format_cell, format_estimate, markdown_table, write_table
-from .slurm import SlurmOptions, drive
-from .stages import Stage, StageGraph, read_config, step, train, training_inputs
+from .slurm import SlurmOptions
+from .stages import FINAL, Stage, StageGraph, read_config, step, train, training_inputs
 
 # arm -> (config at the paper's scale, the CPU smoke config on tiny data)
 PRETRAIN_CONFIGS = {
@@ -41,6 +43,8 @@ DETECTION_CONFIGS = {
 }
 ARMS = tuple(DETECTION_CONFIGS)  # fd+fd-finetune: FD while fine-tuning too (offered)
 PRETRAIN_OF = {'baseline': 'baseline', 'fd': 'fd', 'fd+fd-finetune': 'fd'}
+PRETRAIN = 'pretrain'  # a stage kind: pretrain (or test a published checkpoint), extract the backbone
+DETECT = 'detect'  # a stage kind: fine-tune a detector, test it
 RANDOM_INIT = 'random-init'  # detector trained from a randomly initialised backbone: the floor
 TINY_NOTE = ('Tiny synthetic data: this table shows that the pipeline works (pretrain, transfer, '
              'fine-tune, evaluate), not the paper\'s effect; on a few hundred synthetic images the '
@@ -102,7 +106,7 @@ class Pipeline(StageGraph):
                                [self.data_root / DATASET_FOLDERS[dataset] for dataset in ('imagenet', 'voc')],
                                upstream)
 
-    def stages(self) -> List[Stage]:
+    def build_stages(self) -> List[Stage]:
         """Per seed: each pretraining the arms need (train, test, extract the backbone), each
         arm's detector (fine-tune from that backbone, test), the random-init floor with
         ``random_init_floor``; then ``results``, the table, needing them all."""
@@ -115,7 +119,7 @@ class Pipeline(StageGraph):
                 what = (f'test the published checkpoint {published.source} ({source}) on ImageNet '
                         'val, extract its backbone' if published else
                         f'pretrain ResNet-50 ({source}) on ImageNet, test it, extract its backbone')
-                stages.append(Stage(name, what, self.work_dir / name, arm=source, seed=seed))
+                stages.append(Stage(name, what, self.work_dir / name, PRETRAIN, arm=source, seed=seed))
             for arm in [*self.arms, *([RANDOM_INIT] if self.random_init_floor else [])]:
                 name = f'seed{seed}/detection_{arm}'
                 if arm == RANDOM_INIT:
@@ -124,15 +128,15 @@ class Pipeline(StageGraph):
                     needs = (f'seed{seed}/pretrain_{PRETRAIN_OF[arm]}', )
                     backbone = f'the {PRETRAIN_OF[arm]} backbone'
                 stages.append(Stage(name, f'fine-tune RetinaNet ({arm}) on VOC 07+12 from {backbone}, '
-                                          'test on VOC2007', self.work_dir / name, needs, arm, seed))
+                                          'test on VOC2007', self.work_dir / name, DETECT, needs, arm, seed=seed))
         stages.append(Stage('results', f'write the results table ({self.work_dir / "results.md"})',
-                            self.work_dir, tuple(stage.name for stage in stages), final=True))
+                            self.work_dir, FINAL, tuple(stage.name for stage in stages)))
         return stages
 
     def training(self, stage: Stage) -> Tuple[str, List[str], Optional[Stage]]:
         """A training stage's config, its ``--cfg-options`` and the pretraining it starts from
         (None: a pretraining, or the random-init floor)."""
-        if is_pretraining(stage):
+        if stage.kind == PRETRAIN:
             return self.config(PRETRAIN_CONFIGS, stage.arm), [f'randomness.seed={stage.seed}'], None
         upstream = self.stage(stage.needs[0]) if stage.needs else None
         init = ('model.backbone.init_cfg=None' if upstream is None
@@ -140,11 +144,11 @@ class Pipeline(StageGraph):
         config = self.config(DETECTION_CONFIGS, 'baseline' if stage.arm == RANDOM_INIT else stage.arm)
         return config, [init, f'randomness.seed={stage.seed}'], upstream
 
-    def inputs(self, stage: Stage) -> Optional[dict]:
+    def read_inputs(self, stage: Stage) -> Optional[dict]:
         if stage.final:
             return None
         config, options, upstream = self.training(stage)
-        if is_pretraining(stage) and stage.arm in self.published:
+        if stage.kind == PRETRAIN and stage.arm in self.published:
             return dict(self.stage_inputs(config, []), published=self.published[stage.arm].inputs())
         return self.stage_inputs(config, options, upstream and self.inputs(upstream))
 
@@ -152,11 +156,11 @@ class Pipeline(StageGraph):
         if stage.final:
             return dict(table=self.results(upstream))
         config, options, pretrain = self.training(stage)
-        if is_pretraining(stage) and stage.arm in self.published:
+        if stage.kind == PRETRAIN and stage.arm in self.published:
             return self.test_published(stage, config, work_dir)
         checkpoint = train(self.launcher, config, work_dir, options)
         tag = self.launcher.tag
-        if is_pretraining(stage):
+        if stage.kind == PRETRAIN:
             metrics = step(work_dir, 'test', lambda: self.launcher.test(config, checkpoint, work_dir), tag)
             backbone = work_dir / 'backbone.pth'
 
@@ -201,7 +205,7 @@ class Pipeline(StageGraph):
         """The table (``write_results``) from the records of every training stage."""
         rows = []
         for stage in self.stages():
-            if not (stage.final or is_pretraining(stage)):
+            if not (stage.final or stage.kind == PRETRAIN):
                 pretrain = records[stage.needs[0]] if stage.needs else None
                 rows.append(result_row(stage.arm, stage.seed, pretrain, records[stage.name]))
         return write_results(rows, self.work_dir, tiny=self.tiny)
@@ -224,11 +228,7 @@ class Pipeline(StageGraph):
     def run(self) -> str:
         """Every stage in order (``prepare`` first); returns the results table."""
         self.prepare()
-        return self.run_all()['table']
-
-
-def is_pretraining(stage: Stage) -> bool:
-    return Path(stage.name).name.startswith('pretrain_')
+        return JobProgress(self).run()['table']
 
 
 def run_pipeline(tiny: bool = False, work_dir: Optional[Path] = None,
@@ -416,7 +416,7 @@ def write_record(path: Path, pipeline: Pipeline, command: str) -> None:
     text = '\n'.join([
         f'# Pipeline results{" (tiny)" if pipeline.tiny else ""}, seeds '
         f'{", ".join(map(str, pipeline.seeds))}', '',
-        f'Written by `fdrop_mm.experiments.pipeline.write_record` at the end of the command below. '
+        'Written by `fdrop_mm.experiments.pipeline.write_record` at the end of the command below. '
         'A rerun on the same CPU model and torch version repeats the table bit for bit; another CPU '
         'model gives other numbers.', '',
         *(f'- {key}: {value}' for key, value in fields.items()), '', '## Table', '',

@@ -19,12 +19,11 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional, TextIO
+from typing import Dict, List, Optional, TextIO, Tuple
 
-from fdrop_mm.transfer import parse_config_text
+from fdrop_mm.config_text import parse_config_text
 
-if TYPE_CHECKING:  # stages.py runs its graphs through JobProgress
-    from .stages import Stage, StageGraph
+from .stages import Stage, StageGraph, StageObserver
 
 LOG_LINE = re.compile(r'(?P<mode>Epoch|Iter)\((?P<phase>train|val|test)\)\s*(?:\[(?P<epoch>\d+)\])?'
                       r'\s*\[\s*(?P<iteration>\d+)/(?P<iterations>\d+)\](?P<rest>.*)$')
@@ -161,20 +160,22 @@ class LogFollower:
 
 @dataclasses.dataclass
 class StageTime:
-    stage: 'Stage'
+    stage: Stage
     status: str  # 'ran', SKIPPED, 'failed'
     wall_s: Optional[float]  # a skipped stage: how long it took when it ran, if recorded
 
 
-def stage_kind(stage: 'Stage') -> str:
-    """Stages whose durations predict each other: the same name in another seed."""
-    return '/'.join(part for part in Path(stage.name).parts if not re.fullmatch(r'seed\d+', part))
+def same_step(stage: Stage) -> Tuple[str, Optional[str]]:
+    """Stages whose durations predict each other: the same kind of stage, arm or cell, in
+    another seed."""
+    return stage.kind, stage.arm or stage.cell
 
 
-class JobProgress:
-    """What the driver shows while a :class:`StageGraph` runs (see the module's docstring)."""
+class JobProgress(StageObserver):
+    """What the driver shows while a :class:`StageGraph` runs (see the module's docstring): it
+    observes the graph's ``run_all``."""
 
-    def __init__(self, graph: 'StageGraph', out: Optional[TextIO] = None, tty: Optional[bool] = None,
+    def __init__(self, graph: StageGraph, out: Optional[TextIO] = None, tty: Optional[bool] = None,
                  interval: float = PLAIN_INTERVAL_S, poll_s: float = POLL_S):
         self.graph = graph
         self.stages = graph.stages()
@@ -182,56 +183,74 @@ class JobProgress:
         self.tty = self.out.isatty() if tty is None else tty
         self.interval, self.poll_s = interval, poll_s
         self.times: List[StageTime] = []
-        self.current: Optional['Stage'] = None
-        self.started = 0.0
+        self.current: Optional[Stage] = None
+        self.started_at = 0.0
         self.follower: Optional[LogFollower] = None
+        self.watcher: Optional[threading.Thread] = None  # polls the current stage's log
+        self.stop_watching = threading.Event()
         self.lock = threading.Lock()
         self.live = None  # rich's Progress while the graph runs on a terminal
         self.job_task = self.stage_task = None  # its two bars
 
     # estimates -------------------------------------------------------------
-    def known_durations(self) -> Dict[str, float]:
-        """Mean wall time per stage kind over the stages that ran or recorded their time."""
+    def known_durations(self) -> Tuple[Dict[tuple, float], Dict[str, float]]:
+        """Mean wall time of the stages that ran or recorded their time: per step
+        (:func:`same_step`) and per kind."""
+        by_step: Dict[tuple, List[float]] = {}
         by_kind: Dict[str, List[float]] = {}
         for entry in self.times:
             if entry.wall_s is not None and entry.status != 'failed':
-                by_kind.setdefault(stage_kind(entry.stage), []).append(entry.wall_s)
-        return {kind: statistics.mean(values) for kind, values in by_kind.items()}
+                by_step.setdefault(same_step(entry.stage), []).append(entry.wall_s)
+                by_kind.setdefault(entry.stage.kind, []).append(entry.wall_s)
+        return ({step: statistics.mean(values) for step, values in by_step.items()},
+                {kind: statistics.mean(values) for kind, values in by_kind.items()})
 
     def job_eta(self) -> str:
         """The job's remaining time: the current stage's (mmengine's training ETA while its
-        training log is the newest, validations included; else its kind's duration less the time
-        spent) plus the stages to come by their kind's duration; stages of a kind not yet timed
-        are counted, not guessed."""
-        durations = self.known_durations()
-        remaining, untimed = 0.0, 0
+        training log is the newest, validations included; else its step's duration less the time
+        spent) plus each stage to come by the mean duration of its step, else of its kind, else
+        by the running stage's whole duration (elapsed plus remaining) where that is of its kind.
+        ``about`` says that stages' durations were estimated from others'; a stage with no
+        estimate is counted (``≥ ... (+N stages not yet timed)``), not guessed."""
+        by_step, by_kind = self.known_durations()
+        remaining, untimed, about = 0.0, 0, False
+        running = None  # the whole duration estimated for the current stage
         if self.current is not None:
-            elapsed = time.monotonic() - self.started
-            kind = stage_kind(self.current)
+            elapsed = time.monotonic() - self.started_at
+            step = same_step(self.current)
             last = self.follower and self.follower.last
             train = self.follower and self.follower.last_train
             if last is not None and train is not None and train.log == last.log and train.eta_s is not None:
                 remaining += train.eta_s
-            elif kind in durations:
-                remaining += max(durations[kind] - elapsed, 0.0)
+                running = elapsed + train.eta_s
+            elif step in by_step or self.current.kind in by_kind:
+                running = by_step.get(step, by_kind.get(self.current.kind))
+                remaining += max(running - elapsed, 0.0)
+                about = True
             elif not self.current.final:
                 untimed += 1
         done = {entry.stage.name for entry in self.times}
         after = [s for s in self.stages if s.name not in done and s != self.current and not s.final]
         for stage in after:
-            if stage_kind(stage) in durations:
-                remaining += durations[stage_kind(stage)]
+            if same_step(stage) in by_step:
+                remaining += by_step[same_step(stage)]
+            elif stage.kind in by_kind:
+                remaining += by_kind[stage.kind]
+            elif running is not None and stage.kind == self.current.kind:
+                remaining += running
             else:
                 untimed += 1
-        text = format_duration(remaining)
+                continue
+            about = True
+        text = ('about ' if about else '') + format_duration(remaining)
         if untimed:
             text = f'≥ {text} (+{untimed} stage{"s" if untimed > 1 else ""} not yet timed)'
         return text
 
     # what is shown -----------------------------------------------------------
-    def heading(self, stage: 'Stage') -> str:
+    def heading(self, stage: Stage) -> str:
         index = self.stages.index(stage) + 1
-        who = ', '.join(part for part in (stage.arm and f'arm {stage.arm}',
+        who = ', '.join(part for part in (stage.arm and f'arm {stage.arm}', stage.cell and f'cell {stage.cell}',
                                           stage.seed is not None and f'seed {stage.seed}') if part)
         return f'stage {index}/{len(self.stages)} {stage.name}' + (f' ({who})' if who else '')
 
@@ -247,7 +266,7 @@ class JobProgress:
         else:
             shown = progress.describe()
         return (f'[{self.graph.tag}] {self.heading(self.current)}: {shown}; elapsed '
-                f'{format_duration(time.monotonic() - self.started)}; job ETA {self.job_eta()}')
+                f'{format_duration(time.monotonic() - self.started_at)}; job ETA {self.job_eta()}')
 
     def say(self, text: str) -> None:
         with self.lock:
@@ -258,8 +277,9 @@ class JobProgress:
 
     # running -------------------------------------------------------------
     def run(self) -> dict:
-        """Every stage of the graph in order, complete ones skipped, with the progress shown; the
-        final stage's record. A failing stage is in the table, then its error is raised."""
+        """Every stage of the graph in order (``run_all``), complete ones skipped, with the
+        progress shown; the final stage's record. A failing stage is in the table, then its
+        error is raised."""
         if self.tty:
             from rich.console import Console
             from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
@@ -269,10 +289,8 @@ class JobProgress:
             self.live.start()
             self.job_task = self.live.add_task('job', total=len(self.stages), detail='')
             self.stage_task = self.live.add_task('stage', total=1.0, detail='')
-        record: dict = {}
         try:
-            for stage in self.stages:
-                record = self.run_one(stage)
+            return self.graph.run_all(self)
         finally:
             if self.live is not None:
                 self.live.stop()
@@ -280,7 +298,6 @@ class JobProgress:
             table = self.table()
             print(table, file=self.out, flush=True)
             self.table_path().write_text(table)
-        return record
 
     def table_path(self) -> Path:
         """``stage_times.md`` in the experiment's folder (the final stage's)."""
@@ -289,35 +306,30 @@ class JobProgress:
         folder.mkdir(parents=True, exist_ok=True)
         return folder / 'stage_times.md'
 
-    def run_one(self, stage: 'Stage') -> dict:
-        existing, _ = self.graph.record(stage)
-        if existing is not None:
-            self.times.append(StageTime(stage, SKIPPED, existing.get('wall_s')))
-            self.say(f'[{self.graph.tag}] {self.heading(stage)}: complete, skipped')
-            self.show_job()
-            return self.graph.run_stage(stage.name)
-        self.current, self.started = stage, time.monotonic()
+    def skipped(self, stage: Stage, record: dict) -> None:
+        self.times.append(StageTime(stage, SKIPPED, record.get('wall_s')))
+        self.say(f'[{self.graph.tag}] {self.heading(stage)}: complete, skipped')
+        self.show_job()
+
+    def started(self, stage: Stage) -> None:
+        self.current, self.started_at = stage, time.monotonic()
         self.follower = LogFollower(stage.work_dir, since=time.time() - 1)
         self.say(f'[{self.graph.tag}] {self.heading(stage)}: start: {stage.description}')
         if self.live is not None:
             self.live.update(self.stage_task, description=f'stage {self.stages.index(stage) + 1}/'
                              f'{len(self.stages)} {stage.name}', completed=0.0, detail='starting')
-        stop = threading.Event()
-        watcher = threading.Thread(target=self.watch, args=(stop, ), daemon=True)
-        watcher.start()
-        status = 'failed'
-        try:
-            record = self.graph.run_stage(stage.name)
-            status = 'ran'
-            return record
-        finally:
-            stop.set()
-            watcher.join()
-            wall = time.monotonic() - self.started
-            self.times.append(StageTime(stage, status, wall))
-            self.current, self.follower = None, None
-            self.say(f'[{self.graph.tag}] {self.heading(stage)}: {status} in {format_duration(wall)}')
-            self.show_job()
+        self.stop_watching = threading.Event()
+        self.watcher = threading.Thread(target=self.watch, args=(self.stop_watching, ), daemon=True)
+        self.watcher.start()
+
+    def ended(self, stage: Stage, status: str) -> None:
+        self.stop_watching.set()
+        self.watcher.join()
+        wall = time.monotonic() - self.started_at
+        self.times.append(StageTime(stage, status, wall))
+        self.current, self.follower = None, None
+        self.say(f'[{self.graph.tag}] {self.heading(stage)}: {status} in {format_duration(wall)}')
+        self.show_job()
 
     def watch(self, stop: threading.Event) -> None:
         """Poll the stage's log until ``stop``: update the terminal display, or print a plain line
@@ -348,13 +360,13 @@ class JobProgress:
     def table(self) -> str:
         """Each stage's wall time, markdown."""
         lines = [f'## Stage wall times ({self.graph.tag})', '',
-                 '| # | stage | arm | seed | what | status | wall time |', '|---|---|---|---|---|---|---|']
+                 '| # | stage | arm or cell | seed | what | status | wall time |', '|---|---|---|---|---|---|---|']
         for entry in self.times:
             stage = entry.stage
             wall = format_duration(entry.wall_s) if entry.wall_s is not None else '–'
             if entry.status == SKIPPED and entry.wall_s is not None:
                 wall += ' (when it ran)'
-            lines.append(f'| {self.stages.index(stage) + 1} | {stage.name} | {stage.arm or "–"} | '
+            lines.append(f'| {self.stages.index(stage) + 1} | {stage.name} | {stage.arm or stage.cell or "–"} | '
                          f'{"–" if stage.seed is None else stage.seed} | {stage.description} | '
                          f'{entry.status} | {wall} |')
         ran = sum(entry.wall_s for entry in self.times if entry.status != SKIPPED

@@ -20,20 +20,18 @@ A training job ends at its time limit in a state that continues by itself: it is
 epoch's checkpoint for epoch-based ones), and if it saved a checkpoint during the job, the job
 requeues itself (``scontrol requeue``) and resumes when it starts again.
 """
-import argparse
 import dataclasses
 import math
-import os
 import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
-from .launcher import LAUNCHERS, REPO, Launcher
+from .launcher import REPO
 from .records import read_record, write_record
-from .stages import DONE, Stage, StageGraph
+from .stages import Stage, StageGraph
 
 SUBMITTED = 'submitted.json'
 # Seconds before the time limit at which a job is warned (sbatch --signal=B:USR1@seconds): the
@@ -179,10 +177,15 @@ def job_state(job_id: str) -> Dict[str, str]:
     return dict(field.split('=', 1) for field in proc.stdout.split() if '=' in field)
 
 
+def sbatch_command(script: Path, dependencies: Sequence[str], options: SlurmOptions) -> List[str]:
+    """The command that submits ``script`` to run after the jobs ``dependencies`` succeed."""
+    return ['sbatch', '--parsable', *options.sbatch_args,
+            *([f'--dependency=afterok:{":".join(dependencies)}'] if dependencies else []), str(script)]
+
+
 def sbatch(script: Path, dependencies: Sequence[str], options: SlurmOptions) -> str:
     """Submit ``script`` after ``dependencies`` succeed; the job id."""
-    command = ['sbatch', '--parsable', *options.sbatch_args,
-               *([f'--dependency=afterok:{":".join(dependencies)}'] if dependencies else []), str(script)]
+    command = sbatch_command(script, dependencies, options)
     proc = subprocess.run(command, capture_output=True, text=True, timeout=120)
     if proc.returncode != 0:
         raise RuntimeError(f'{shlex.join(command)} failed (exit {proc.returncode}): {proc.stderr.strip()}')
@@ -248,7 +251,7 @@ def submit(graph: StageGraph, options: SlurmOptions, dry_run: bool = False) -> D
                 continue
             if active:
                 subprocess.run(['scancel', previous['job_id']], capture_output=True, timeout=60)
-            if never_ran:
+            if never_ran:  # not a failure of its own: not reported as unfinished, just resubmitted
                 print(f'{tag} {stage.name}: job {previous["job_id"]} never ran (a stage it needs '
                       'failed or was resubmitted)', flush=True)
             else:
@@ -259,10 +262,8 @@ def submit(graph: StageGraph, options: SlurmOptions, dry_run: bool = False) -> D
         folder = job_dir(stage)
         script = batch_script(graph, stage, options)
         upstream = [jobs[need] for need in stage.needs if need in jobs]
-        if dry_run:
-            after = ':'.join(f'<{need}>' for need in stage.needs if need in jobs)
-            command = ['sbatch', '--parsable', *options.sbatch_args,
-                       *([f'--dependency=afterok:{after}'] if after else []), str(folder / 'sbatch.sh')]
+        if dry_run:  # the jobs it would wait for, named <stage>
+            command = sbatch_command(folder / 'sbatch.sh', upstream, options)
             print(f'# --- stage {stage.name}: {" ".join(command)}\n{script}', flush=True)
             jobs[stage.name] = f'<{stage.name}>'
             continue
@@ -288,58 +289,3 @@ def submit(graph: StageGraph, options: SlurmOptions, dry_run: bool = False) -> D
         print(f'{tag} {len(unfinished)} stage(s) resubmitted whose job ended without completing them '
               f'(their training resumes from its last checkpoint): {", ".join(unfinished)}', flush=True)
     return jobs
-
-
-def drive(graph: StageGraph, stage: Optional[str] = None, slurm: Optional[SlurmOptions] = None,
-          dry_run: bool = False) -> Optional[str]:
-    """What the tools do: with ``slurm`` (and no ``stage``) submit the graph (:func:`submit`);
-    with ``stage`` run that stage; else ``graph.run()``. The table, if this wrote it, else None."""
-    if slurm is not None and stage is None:
-        submit(graph, slurm, dry_run=dry_run)
-        return None
-    if stage is not None and not graph.stage(stage).final:
-        graph.run_stage(stage)
-        print(f'[{graph.tag}] stage {stage} complete: {graph.stage(stage).work_dir / DONE}', flush=True)
-        return None
-    return graph.run_stage(stage)['table'] if stage else graph.run()
-
-
-def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
-    """The tools' --launcher options; the Slurm ones default to OpenMMLab's variables (GPUS_PER_NODE,
-    CPUS_PER_TASK, SRUN_ARGS)."""
-    parser.add_argument('--launcher', choices=LAUNCHERS, default='none',
-                        help='none: here, one process; pytorch: here, --gpus processes; slurm: submit '
-                             'every stage as an sbatch job (the driver exits)')
-    parser.add_argument('--gpus', type=int, default=1, help='processes (GPUs) per training run')
-    parser.add_argument('--dry-run', action='store_true',
-                        help='print what would run (with --launcher slurm: the sbatch scripts), run nothing')
-    slurm = parser.add_argument_group('slurm (with --launcher slurm)')
-    slurm.add_argument('--partition', help='the partition every job runs in')
-    slurm.add_argument('--gpus-per-node', type=int, default=int(os.environ.get('GPUS_PER_NODE', 8)),
-                       help='default $GPUS_PER_NODE or 8')
-    slurm.add_argument('--cpus-per-task', type=int, default=int(os.environ.get('CPUS_PER_TASK', 5)),
-                       help='default $CPUS_PER_TASK or 5')
-    slurm.add_argument('--gres', default=None,
-                       help='generic resources per node (default gpu:<GPUs per node>; none: no --gres)')
-    slurm.add_argument('--time', help='time limit of each job, as sbatch --time (default: the partition\'s)')
-    slurm.add_argument('--stop-before', type=int, default=DEFAULT_STOP_BEFORE_S, metavar='SECONDS',
-                       help='ask a training to stop this long before its job\'s time limit (sbatch '
-                            '--signal=B:USR1@SECONDS): it stops at an iteration and the job requeues '
-                            f'itself to resume (default {DEFAULT_STOP_BEFORE_S})')
-    slurm.add_argument('--srun-args', default=os.environ.get('SRUN_ARGS', ''),
-                       help='more srun options for training, one string: --srun-args="--qos=x" '
-                            '(default $SRUN_ARGS)')
-    slurm.add_argument('--sbatch-args', default='',
-                       help='more sbatch options for every job, one string: '
-                            '--sbatch-args="--account=a --qos=x"')
-
-
-def launch_settings(args: argparse.Namespace) -> Tuple[Launcher, Optional[SlurmOptions]]:
-    """The launcher and, with --launcher slurm, the jobs' settings from the tools' options;
-    ValueError naming a bad option."""
-    if args.launcher != 'slurm':
-        return Launcher(args.launcher, args.gpus, args.partition), None
-    options = SlurmOptions(args.partition, args.gpus, args.gpus_per_node, args.cpus_per_task,
-                           '' if args.gres == 'none' else args.gres, args.time, args.srun_args,
-                           tuple(shlex.split(args.sbatch_args)), args.stop_before)
-    return Launcher('slurm', args.gpus, args.partition, env=options.environment()), options

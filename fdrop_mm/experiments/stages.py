@@ -15,16 +15,17 @@ files into ``stale-<UTC time>/`` (nothing is deleted) and starts afresh.
 import argparse
 import dataclasses
 import fnmatch
+import functools
 import hashlib
 import json
 import logging
-import os
 import re
+import shutil
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
-from unittest import mock
 
 import torch
 from mmengine.config import Config, DictAction
@@ -32,8 +33,7 @@ from mmengine.logging import MMLogger
 
 from fdrop_mm.tiny_data import MANIFEST
 
-from .launcher import REPO, Launcher
-from .progress import JobProgress
+from .launcher import CONFIGS, REPO, Launcher
 from .records import read_record, write_record
 
 DONE = 'done.json'
@@ -191,27 +191,54 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
 
 
+FINAL = 'final'  # the kind of a graph's last stage (the results table): it records nothing
+
+
 @dataclasses.dataclass(frozen=True)
 class Stage:
     """One step of an experiment: ``name`` (e.g. ``seed0/pretrain_fd``, also its work folder
-    under the experiment's), what it does, its ``arm`` (a sweep: its cell) and ``seed`` (None for
-    the final stage), the names of the stages whose records it ``needs``, and its ``work_dir``
-    (``done.json`` there once complete). A ``final`` stage (the results table, seconds) records
-    nothing and runs every time."""
+    under the experiment's), what it does, its ``kind`` (what sort of step: the graph's own
+    kinds, e.g. the pipeline's pretrainings and detections, or :data:`FINAL`), the pipeline
+    ``arm`` or the sweep ``cell`` it belongs to, its ``seed`` (None for the final stage), the
+    names of the stages whose records it ``needs``, and its ``work_dir`` (``done.json`` there
+    once complete). A final stage (the results table, seconds) records nothing and runs every
+    time."""
     name: str
     description: str
     work_dir: Path
+    kind: str
     needs: Tuple[str, ...] = ()
     arm: Optional[str] = None
+    cell: Optional[str] = None
     seed: Optional[int] = None
-    final: bool = False
+
+    @property
+    def final(self) -> bool:
+        return self.kind == FINAL
+
+
+class StageObserver:
+    """What a :meth:`StageGraph.run_all` tells as it goes (the progress display,
+    ``fdrop_mm.experiments.progress``, is one): each stage ``skipped`` (complete, with its
+    record), ``started``, and ``ended`` (``ran`` or ``failed``)."""
+
+    def skipped(self, stage: Stage, record: dict) -> None:
+        """``stage`` was complete (``record``): not run."""
+
+    def started(self, stage: Stage) -> None:
+        """``stage`` starts running."""
+
+    def ended(self, stage: Stage, status: str) -> None:
+        """``stage`` stopped running: ``status`` ``ran`` or ``failed`` (its error follows)."""
 
 
 class StageGraph:
     """An experiment's stages, run in order (``run_all``) or one by one (``run_stage``, what a
-    Slurm job calls). Subclasses give ``stages``, each stage's ``inputs`` and ``produce``, what
-    to ``prepare`` before any stage, and the ``tool`` with the ``arguments`` that make this
-    experiment (a stage's job runs ``tool *arguments --stage NAME``)."""
+    Slurm job calls). Subclasses give ``build_stages``, each stage's ``read_inputs`` and
+    ``produce``, what to ``prepare`` before any stage, and the ``tool`` with the ``arguments``
+    that make this experiment (a stage's job runs ``tool *arguments --stage NAME``). The stages
+    are built, and each one's inputs read (configs parsed and hashed), once per graph: a graph
+    describes one run, so one made before its configs or data change does not see the change."""
     tag = 'experiment'
     tool: Path
 
@@ -225,11 +252,11 @@ class StageGraph:
         """``prepare``, then every stage (``run_all``); the table."""
         raise NotImplementedError
 
-    def stages(self) -> List[Stage]:
+    def build_stages(self) -> List[Stage]:
         """Every stage in run order; the final one last."""
         raise NotImplementedError
 
-    def inputs(self, stage: Stage) -> Optional[dict]:
+    def read_inputs(self, stage: Stage) -> Optional[dict]:
         """What ``stage`` is made from (see :func:`run_stage`); a change reruns it."""
         return None
 
@@ -237,12 +264,29 @@ class StageGraph:
         """Run ``stage`` into ``work_dir`` from its needed stages' records; its record."""
         raise NotImplementedError
 
+    @functools.cached_property
+    def stages_by_name(self) -> Dict[str, Stage]:
+        return {stage.name: stage for stage in self.build_stages()}
+
+    @functools.cached_property
+    def inputs_by_name(self) -> Dict[str, Optional[dict]]:
+        return {}
+
+    def stages(self) -> List[Stage]:
+        """Every stage in run order (built once: :meth:`build_stages`)."""
+        return list(self.stages_by_name.values())
+
     def stage(self, name: str) -> Stage:
-        for stage in self.stages():
-            if stage.name == name:
-                return stage
-        raise ValueError(f'--stage {name!r}: no such stage; the stages are '
-                         f'{", ".join(stage.name for stage in self.stages())}')
+        if name not in self.stages_by_name:
+            raise ValueError(f'--stage {name!r}: no such stage; the stages are '
+                             f'{", ".join(self.stages_by_name)}')
+        return self.stages_by_name[name]
+
+    def inputs(self, stage: Stage) -> Optional[dict]:
+        """``stage``'s inputs (:meth:`read_inputs`), read once per graph."""
+        if stage.name not in self.inputs_by_name:
+            self.inputs_by_name[stage.name] = self.read_inputs(stage)
+        return self.inputs_by_name[stage.name]
 
     def record(self, stage: Stage) -> Tuple[Optional[dict], str]:
         """``stage``'s record if it is complete (its inputs as they are now), else None and why."""
@@ -266,10 +310,25 @@ class StageGraph:
         return run_stage(stage.work_dir, lambda work_dir: self.produce(stage, upstream, work_dir),
                          self.inputs(stage), tag=self.tag)
 
-    def run_all(self) -> dict:
-        """Every stage in order, complete ones skipped, their progress shown live and their wall
-        times tabled at the end (:class:`JobProgress`); the final stage's record."""
-        return JobProgress(self).run()
+    def run_all(self, observer: Optional[StageObserver] = None) -> dict:
+        """Every stage in order, complete ones skipped, each step told to ``observer``; the final
+        stage's record. A failing stage's error is raised once ``observer`` has been told."""
+        observer = observer or StageObserver()
+        record: dict = {}
+        for stage in self.stages():
+            existing, _ = self.record(stage)
+            if existing is not None:
+                observer.skipped(stage, existing)
+                record = self.run_stage(stage.name)
+                continue
+            observer.started(stage)
+            status = 'failed'
+            try:
+                record = self.run_stage(stage.name)
+                status = 'ran'
+            finally:
+                observer.ended(stage, status)
+        return record
 
 
 def parse_cfg_options(options: Sequence[str]) -> dict:
@@ -283,7 +342,7 @@ def training_inputs(config, options: Sequence[str], env: Optional[Mapping[str, s
                     data_folders: Sequence[Path], upstream: Optional[dict] = None) -> dict:
     """What a training stage reads: ``config`` (relative to the repository) with all it inherits
     and its ``options`` under ``env`` (one hash, :func:`config_sha256`), the manifests of the
-    generated datasets among ``data_folders`` (``fdrop_mm.testing.tiny_data``; regenerated data
+    generated datasets among ``data_folders`` (``fdrop_mm.tiny_data``; regenerated data
     changes them) and the ``upstream`` stage's inputs."""
     manifests = {folder.name: json.loads((folder / MANIFEST).read_text())
                  for folder in data_folders if (folder / MANIFEST).is_file()}
@@ -300,16 +359,37 @@ def config_sha256(config, options: Sequence[str] = (), env: Optional[dict] = Non
     return hashlib.sha256(cfg.pretty_text.encode()).hexdigest()
 
 
+def env_placeholder(variable: str) -> 're.Pattern':
+    """mmengine's ``{{$VARIABLE:default}}`` for ``variable`` (its ``Config._substitute_env_variables``)."""
+    return re.compile(r'\{\{[\'"]?\s*\$' + re.escape(variable) + r'\s*:\s*\S*?\s*[\'"]?\}\}')
+
+
 def read_config(config, env: Optional[Mapping[str, str]] = None) -> Config:
     """``config`` (relative to the repository) as a run under the environment variables ``env``
-    reads it. mmengine logs every variable it substitutes ("Using env variable ..."); the driver
-    reads configs only to hash or check them, several times per stage, so those lines are kept
-    out of its output: the stage's own log has them from the run that uses them."""
+    reads it. mmengine fills ``{{$VAR:default}}`` from ``os.environ`` in each file it reads and
+    takes no environment of its own, so with ``env`` the config is read from a copy of its folder
+    tree (configs/, else the config's own folder: its ``.py`` files) in which ``env``'s
+    variables are filled in; others are left to mmengine, as in the run. mmengine logs each
+    variable it fills ("Using env variable ..."): the driver reads configs only to hash or check
+    them, so those lines are kept out of its output (the stage's own log has them)."""
+    path = REPO / config
     logger = MMLogger.get_current_instance()
     level = logger.level
     logger.setLevel(logging.WARNING)
     try:
-        with mock.patch.dict(os.environ, dict(env or {})):
-            return Config.fromfile(REPO / config)
+        if not env:
+            return Config.fromfile(path)
+        root = CONFIGS if path.is_relative_to(CONFIGS) else path.parent
+        with tempfile.TemporaryDirectory() as folder:
+            copy = Path(folder) / root.name
+            shutil.copytree(root, copy, ignore=lambda parent, names: [
+                name for name in names if not (name.endswith('.py') or Path(parent, name).is_dir())])
+            for file in copy.rglob('*.py'):
+                text = filled = file.read_text()
+                for variable, value in env.items():
+                    filled = env_placeholder(variable).sub(lambda _: value, filled)
+                if filled != text:
+                    file.write_text(filled)
+            return Config.fromfile(copy / path.relative_to(root))
     finally:
         logger.setLevel(level)

@@ -6,7 +6,7 @@ A run is ``<work_dir>/<run>/seed<k>``, seeded with ``randomness.seed=k``, a stag
 pipeline's are (``stages``): its ``done.json`` marks it finished, so a rerun skips it; an
 interrupted one resumes from its newest checkpoint if its inputs (config, options, data) are
 unchanged, and starts afresh, the earlier files moved aside, if not. ``tiny`` generates
-CIFAR-10, CIFAR-100 and Tiny ImageNet (``fdrop_mm.testing.tiny_data``) and trains each cell for
+CIFAR-10, CIFAR-100 and Tiny ImageNet (``fdrop_mm.tiny_data``) and trains each cell for
 a few CPU iterations, the schedule given as ``--cfg-options`` at launch (:func:`tiny_options`).
 """
 import dataclasses
@@ -17,11 +17,14 @@ from typing import Dict, List, Optional, Sequence
 from fdrop_mm.tiny_data import DATASET_FOLDERS, generate
 
 from .aggregate import write_tables
+from .command_line import drive
 from .launcher import REPO, TOOLS, Launcher
-from .slurm import SlurmOptions, drive
-from .stages import DONE, Stage, StageGraph, train, training_inputs
+from .progress import JobProgress
+from .slurm import SlurmOptions
+from .stages import DONE, FINAL, Stage, StageGraph, train, training_inputs
 from .tables import TABLES, Cell, select_cells
 
+CELL = 'cell'  # the stage kind of a run: one cell of a table, one seed
 TINY_DATASETS = ('cifar10', 'cifar100', 'tinyimagenet')
 TINY_BATCH = 8
 TINY_SAMPLES = 16  # per split: 2 iterations per epoch
@@ -76,26 +79,25 @@ class Sweep(StageGraph):
             'sweep', **{variable: str(self.data_root / DATASET_FOLDERS[dataset])
                         for variable, dataset in roots.items()})
 
-    def stages(self) -> List[Stage]:
+    def build_stages(self) -> List[Stage]:
         """A run ``<run>/seed<k>`` per cell and seed, then ``tables`` (needing them all)."""
         stages = [Stage(f'{cell.run}/seed{seed}', f'train {cell.id} ({cell.config}), seed {seed}',
-                        self.work_dir / cell.run / f'seed{seed}', arm=cell.id, seed=seed)
+                        self.work_dir / cell.run / f'seed{seed}', CELL, cell=cell.id, seed=seed)
                   for cell in self.selected for seed in self.seeds]
         names = ', '.join(f'table{key}' for key in self.tables)
         return [*stages, Stage('tables', f'write {names} (.md, .csv) in {self.work_dir}', self.work_dir,
-                               tuple(stage.name for stage in stages), final=True)]
+                               FINAL, tuple(stage.name for stage in stages))]
 
     def cell(self, stage: Stage) -> Cell:
-        """The cell that run ``stage`` trains (``<run>/seed<k>``)."""
-        run = stage.name.rsplit('/', 1)[0]
-        return next(cell for cell in self.selected if cell.run == run)
+        """The cell that run ``stage`` trains."""
+        return next(cell for cell in self.selected if cell.id == stage.cell)
 
     def options(self, stage: Stage) -> List[str]:
         """A run's ``--cfg-options``: its seed, the tiny schedule, ``cfg_options``."""
         return [f'randomness.seed={stage.seed}',
                 *(tiny_options(self.cell(stage), self.data_root) if self.tiny else []), *self.cfg_options]
 
-    def inputs(self, stage: Stage) -> Optional[dict]:
+    def read_inputs(self, stage: Stage) -> Optional[dict]:
         """A run's config and options (:func:`training_inputs`), with ``tiny`` the generated data's
         manifests; the tables (final) have none."""
         if stage.final:
@@ -137,7 +139,7 @@ class Sweep(StageGraph):
         if self.dry_run:
             self.print_commands()
             return None
-        return self.run_all()['table']
+        return JobProgress(self).run()['table']
 
 
 def run_sweep(tables: Sequence[str], tiny: bool = False, work_dir: Optional[Path] = None,
