@@ -10,7 +10,6 @@ that file prints them, so a figure in the docs is always one of bench/results.md
 import argparse
 import re
 import sys
-from pathlib import Path
 
 from results_md import BENCH, RESULTS  # bench/ is this script's folder
 

@@ -12,7 +12,6 @@ import re
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -248,7 +247,7 @@ def test_cancelled_training_job_is_reported_and_resumes_when_resubmitted(slurm, 
     assert (f'INTERRUPTED: stage {RUN} did not complete in job {job} (CANCELLED, exit code '
             f'{cancelled["ExitCode"]}); its log: {log}') in rerun, rerun
     assert f'tables: {tables_record} is unreadable or corrupt (JSONDecodeError: ' in rerun
-    assert f'1 stage(s) resubmitted whose job ended without completing them' in rerun
+    assert '1 stage(s) resubmitted whose job ended without completing them' in rerun
     again = submitted_jobs(rerun)
     assert set(again) == {RUN, 'tables'} and again['tables'][1] == [again[RUN][0]], rerun
     wait_until_no_jobs(slurm, DEADLINE_S)
