@@ -30,10 +30,34 @@ SWEEP = ['--tiny', '--table', '1', '--cells', 'resnet20/baseline', '--seeds', '0
 SLURM = ['--launcher', 'slurm', '--partition', 'debug', '--gpus', '1', '--cpus-per-task', '1',
          '--gres', 'none']
 RUN = 'resnet20_1xb128_cifar10/seed0'
-# The interrupted runs: enough epochs (1-8 s each here, 2 iterations) that a job is still training
-# when the test acts on it after epoch 1's checkpoint.
 EPOCHS = 12
-LONG_SWEEP = [*SWEEP, *SLURM, '--cfg-options', f'train_cfg.max_epochs={EPOCHS}']
+# The interrupted runs hold their training after epoch 1's checkpoint until the test has acted on
+# it: on a quiet machine the 12 tiny epochs take 3 s, over before a test that polls for
+# epoch_1.pth could act (and max_keep_ckpts=1 deletes that file at epoch 2).
+HOLD_HOOK = '''
+import time
+from pathlib import Path
+
+from mmengine.hooks import Hook
+
+
+class HoldAfterFirstEpoch(Hook):
+    """After epoch 1's checkpoint (a resumed run goes straight on): touch ``held``, then wait
+    for the time-limit warning's stop file; a cancelled job is killed while it waits."""
+    priority = 'LOWEST'  # after the CheckpointHook
+
+    def after_train_epoch(self, runner):
+        if runner.epoch != 0:
+            return
+        Path(runner.work_dir, 'held').touch()
+        stop_file, deadline = Path(runner.work_dir, 'stop_requested'), time.monotonic() + 1200
+        while not stop_file.exists():
+            assert time.monotonic() < deadline, 'the test never acted on the held training'
+            time.sleep(0.2)
+'''
+LONG_SWEEP = [*SWEEP, *SLURM, '--cfg-options', f'train_cfg.max_epochs={EPOCHS}',
+              # a dotted type is imported by mmengine's registry (a cfg-option's custom_imports is not)
+              'default_hooks.hold.type=hold_after_first_epoch.HoldAfterFirstEpoch']
 
 
 @pytest.fixture(scope='module')
@@ -93,16 +117,29 @@ def submitted_jobs(stdout):
     return jobs
 
 
+@pytest.fixture
+def held_slurm(slurm, tmp_path, monkeypatch):
+    """``slurm`` whose jobs can import the HOLD_HOOK module that LONG_SWEEP's runs name."""
+    (tmp_path / 'hold_after_first_epoch.py').write_text(HOLD_HOOK)
+    monkeypatch.setenv('PYTHONPATH', str(tmp_path))  # slurm.env is this process's environment
+    return slurm
+
+
 @pytest.fixture(scope='module')
 def tiny_data(tmp_path_factory):
     """A data root the sweeps share (the first generates the tiny data)."""
     return tmp_path_factory.mktemp('tiny_data')
 
 
-def wait_for(path, deadline_s):
-    deadline = time.monotonic() + deadline_s
-    while not path.exists():
-        assert time.monotonic() < deadline, f'no {path} after {deadline_s} s'
+def wait_until_held(cluster, job_id, run_dir):
+    """Until HOLD_HOOK holds the job's training after epoch 1; a job that ended first fails, with its log."""
+    deadline = time.monotonic() + DEADLINE_S
+    while not (run_dir / 'held').exists():
+        state = job_fields(cluster, job_id)['JobState']
+        assert state in {'PENDING', 'CONFIGURING', 'RUNNING'}, \
+            f'job {job_id} {state} before its training was held:\n' + \
+            (run_dir / f'slurm-{job_id}.out').read_text()[-3000:]
+        assert time.monotonic() < deadline, f'job {job_id} not held after {DEADLINE_S} s'
         time.sleep(0.2)
 
 
@@ -226,12 +263,13 @@ def test_failed_stage_stops_its_dependants_and_the_rerun_names_it(slurm, tmp_pat
 
 
 @pytest.mark.slow
-def test_cancelled_training_job_is_reported_and_resumes_when_resubmitted(slurm, tiny_data, tmp_path):
+def test_cancelled_training_job_is_reported_and_resumes_when_resubmitted(held_slurm, tiny_data, tmp_path):
+    slurm = held_slurm
     work = tmp_path / 'work'
     args = ['--data-root', tiny_data, '--work-dir', work, *LONG_SWEEP]
     jobs = submitted_jobs(tool(slurm, 'run_sweep.py', *args))
     job, run_dir = jobs[RUN][0], work / RUN
-    wait_for(run_dir / 'epoch_1.pth', DEADLINE_S)
+    wait_until_held(slurm, job, run_dir)  # epoch_1.pth saved
     slurm.command(['scancel', job])
     wait_until_no_jobs(slurm, DEADLINE_S)  # the tables job too: its dependency can never be met
     cancelled = job_fields(slurm, job)
@@ -260,7 +298,8 @@ def test_cancelled_training_job_is_reported_and_resumes_when_resubmitted(slurm, 
 
 
 @pytest.mark.slow
-def test_time_limit_warning_stops_the_training_and_the_job_requeues_itself(slurm, tiny_data, tmp_path):
+def test_time_limit_warning_stops_the_training_and_the_job_requeues_itself(held_slurm, tiny_data, tmp_path):
+    slurm = held_slurm
     work = tmp_path / 'work'
     args = ['--data-root', tiny_data, '--work-dir', work, '--time', '30', '--stop-before', '120', *LONG_SWEEP]
     jobs = submitted_jobs(tool(slurm, 'run_sweep.py', *args))
@@ -270,7 +309,7 @@ def test_time_limit_warning_stops_the_training_and_the_job_requeues_itself(slurm
         assert f'#SBATCH {line}\n' in script
     fields = job_fields(slurm, job)
     assert (fields['Requeue'], fields['TimeLimit'], fields['Restarts']) == ('1', '00:30:00', '0')
-    wait_for(run_dir / 'epoch_1.pth', DEADLINE_S)
+    wait_until_held(slurm, job, run_dir)  # epoch_1.pth saved
     # what Slurm sends 120 s before the limit: USR1 to the batch shell only
     slurm.command(['scancel', '--signal=USR1', '--batch', job])
     wait_for_state(slurm, job, DEADLINE_S, JobState='PENDING', Restarts='1')
