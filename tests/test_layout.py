@@ -1,4 +1,4 @@
-"""The layers stay one-directional (#12): the package never imports tools/ and its modules import
+"""The layers stay one-directional: the package never imports tools/ and its modules import
 each other without a loop, a tool never imports another tool or edits sys.path, and a test module
 never imports another test module (shared helpers live in tests/conftest.py)."""
 import ast
