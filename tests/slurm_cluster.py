@@ -16,6 +16,11 @@ from tests.conftest import free_ports
 # The node is idle 0.03-1.1 s after munged starts on a quiet 2-core machine (shared/notes/
 # local_slurm.md); far more for one loaded by a training beside it.
 NODE_START_S = 120
+# A job step's credential lifetime, and how long Slurm holds a requeued job back before its next
+# start (man slurm.conf, AuthInfo): while the node still holds the revoked credential of the job's
+# last start, a new start fails ("Job credential revoked"). 120 s by default; 20 s here keeps a
+# requeue test short and still covers a step launched on a loaded machine.
+CRED_EXPIRE_S = 20
 DAEMONS = ('munged', 'mungekey', 'slurmctld', 'slurmd', 'sbatch', 'srun', 'squeue', 'scontrol', 'sinfo')
 
 
@@ -79,7 +84,7 @@ class LocalSlurm:
             'SlurmctldHost=localhost(127.0.0.1)',
             f'SlurmctldPort={controller_port}', f'SlurmdPort={node_port}',
             'SlurmUser=root', 'SlurmdUser=root',
-            'AuthType=auth/munge', 'CredType=cred/munge', f'AuthInfo=socket={self.munge / "socket"}',
+            'AuthType=auth/munge', 'CredType=cred/munge', f'AuthInfo=socket={self.munge / "socket"},cred_expire={CRED_EXPIRE_S}',
             f'StateSaveLocation={self.root / "state"}', f'SlurmdSpoolDir={self.root / "spool"}',
             f'SlurmctldPidFile={self.pid_files["slurmctld"]}', f'SlurmdPidFile={self.pid_files["slurmd"]}',
             f'SlurmctldLogFile={self.root / "log" / "slurmctld.log"}',

@@ -313,8 +313,8 @@ def test_time_limit_warning_stops_the_training_and_the_job_requeues_itself(held_
     # what Slurm sends 120 s before the limit: USR1 to the batch shell only
     slurm.command(['scancel', '--signal=USR1', '--batch', job])
     wait_for_state(slurm, job, DEADLINE_S, JobState='PENDING', Restarts='1')
-    # Slurm holds a requeued job back (BeginTime, about 2.5 min here): start it now
-    slurm.command(['scontrol', 'update', f'JobId={job}', 'StartTime=now'])
+    # Slurm starts it again itself, CRED_EXPIRE_S after the requeue: an earlier start forced with
+    # `scontrol update StartTime=now` can fail the job ("Job credential revoked" in slurmctld.log)
     wait_until_no_jobs(slurm, DEADLINE_S)
     for job_id, _ in jobs.values():
         assert job_fields(slurm, job_id)['JobState'] == 'COMPLETED', job_id
