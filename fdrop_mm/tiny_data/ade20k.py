@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from .drawing import JPEG_QUALITY, glyph, noisy_background, noisy_pixels, paint, shape_mask, split_rng
-from .manifest import TinyDataError, _materialize, _require_at_least
+from .manifest import TinyDataError, _materialize, _require_at_least, _require_image_size
 
 ADE20K_CLASSES = 150
 BACKGROUND_LABEL = 1  # 'wall'
@@ -100,10 +100,7 @@ def make_ade20k(root, *, seed: int = 0, num_classes: int = 4, train_images: int 
     _require_at_least(0, seed=seed)
     _require_at_least(1, train_images=train_images, val_images=val_images,
                       objects_per_image=objects_per_image)
-    width, height = image_size
-    if min(width, height) < MIN_IMAGE_SIDE:
-        raise TinyDataError(f'image_size must be (width, height), each at least {MIN_IMAGE_SIDE} '
-                            f'pixels, got {tuple(image_size)}')
+    width, height = _require_image_size('image_size', image_size, MIN_IMAGE_SIDE)
     params = dict(dataset='ade20k', seed=seed, num_classes=num_classes, train_images=train_images,
                   val_images=val_images, image_size=[width, height],
                   objects_per_image=objects_per_image)

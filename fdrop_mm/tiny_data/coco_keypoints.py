@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .drawing import JPEG_QUALITY, noisy_background, noisy_pixels, split_rng
-from .manifest import TinyDataError, _materialize, _require_at_least
+from .manifest import _materialize, _require_at_least, _require_image_size
 
 KEYPOINT_NAMES = ('nose', 'left_eye', 'right_eye', 'left_ear', 'right_ear', 'left_shoulder',
                   'right_shoulder', 'left_elbow', 'right_elbow', 'left_wrist', 'right_wrist',
@@ -147,10 +147,7 @@ def make_coco_keypoints(root, *, seed: int = 0, train_images: int = 8, val_image
     Return False if it was already complete for these parameters."""
     _require_at_least(0, seed=seed)
     _require_at_least(1, train_images=train_images, val_images=val_images)
-    width, height = image_size
-    if min(width, height) < MIN_IMAGE_SIDE:
-        raise TinyDataError(f'image_size must be (width, height), each at least {MIN_IMAGE_SIDE} '
-                            f'pixels, got {tuple(image_size)}')
+    width, height = _require_image_size('image_size', image_size, MIN_IMAGE_SIDE)
     params = dict(dataset='coco_keypoints', seed=seed, train_images=train_images,
                   val_images=val_images, image_size=[width, height])
     return _materialize(Path(root), params, force, lambda tmp: write_coco_keypoints(

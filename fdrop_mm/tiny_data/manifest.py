@@ -19,6 +19,15 @@ def _require_at_least(minimum, **values):
             raise TinyDataError(f'{name} must be at least {minimum}, got {value}')
 
 
+def _require_image_size(field, size, minimum):
+    """``size`` as (width, height), each side at least ``minimum`` pixels."""
+    width, height = size
+    if min(width, height) < minimum:
+        raise TinyDataError(f'{field} must be (width, height), each at least {minimum} pixels, '
+                            f'got {tuple(size)}')
+    return width, height
+
+
 def _count_files(root):
     return sum(1 for path in root.rglob('*') if path.is_file())
 

@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from .drawing import JPEG_QUALITY, noisy_background, noisy_pixels, paint, split_rng, write_lines
-from .manifest import TinyDataError, _materialize, _require_at_least
+from .manifest import _materialize, _require_at_least, _require_image_size
 
 FRAME_TEMPLATE = 'img_{:05d}.jpg'  # RawframeDataset's default filename_tmpl, from 1
 MIN_FRAME_SIDE = 32
@@ -70,10 +70,7 @@ def make_clips(root, dataset: str, write_clip, list_name, list_line, *, seed: in
     _require_at_least(0, seed=seed)
     _require_at_least(1, train_per_class=train_per_class, val_per_class=val_per_class,
                       total_frames=total_frames)
-    width, height = frame_size
-    if min(width, height) < MIN_FRAME_SIDE:
-        raise TinyDataError(f'frame_size must be (width, height), each at least {MIN_FRAME_SIDE} '
-                            f'pixels, got {tuple(frame_size)}')
+    width, height = _require_image_size('frame_size', frame_size, MIN_FRAME_SIDE)
     params = dict(dataset=dataset, seed=seed, num_classes=num_classes,
                   train_per_class=train_per_class, val_per_class=val_per_class,
                   total_frames=total_frames, frame_size=[width, height])
