@@ -16,7 +16,7 @@ and 1..150 are the 150 classes in ``ADE20KDataset.METAINFO`` order. The dataset 
 
 Every image is a noisy, randomly tinted background of class 1 (``wall``) with up to
 ``objects_per_image`` objects, drawn as fdrop_mm.tiny_data draws its classes (object
-class c: the shape, texture and hue of ``tiny_data.glyph(c)``) and annotated with label c + 2
+class c: the shape, texture and hue of ``drawing.glyph(c)``) and annotated with label c + 2
 (``building``, ``sky``, ...), so the class of a pixel is learnable from what is drawn there.
 A band of unlabelled pixels (0) borders each object, so the ignore index occurs as in ADE20K.
 The same parameters and seed give byte-identical files; a ``tiny_data.json`` manifest is

@@ -20,7 +20,7 @@ A config sets ``type='RawframeDataset', data_root='<root>'``,
 fdrop_mm.tiny_data.videos writes the same clips as video files (:func:`make_clips` serves both).
 
 In a video of class ``label`` one object, drawn as fdrop_mm.tiny_data draws class
-``label`` (the shape, texture and hue of ``tiny_data.glyph(label)``), moves in a straight line
+``label`` (the shape, texture and hue of ``drawing.glyph(label)``), moves in a straight line
 across a noisy, randomly tinted background, so every frame shows the class and the clip shows
 it moving. The same parameters and seed give byte-identical files; a ``tiny_data.json``
 manifest is written last, and a rerun with the same parameters skips a complete set (see

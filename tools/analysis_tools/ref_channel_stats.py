@@ -43,8 +43,8 @@ def main(argv=None):
     quiet_known_warnings()
     args = parse_args(argv)
     exit_on_bad_input(ref_channels.reference_channel_stats, args.config, args.checkpoint, args.out_dir,
-                    split=args.split, data_root=args.data_root, layer=args.layer, classes=args.classes,
-                    max_classes=args.max_classes, device=args.device)
+                      split=args.split, data_root=args.data_root, layer=args.layer, classes=args.classes,
+                      max_classes=args.max_classes, device=args.device)
 
 
 if __name__ == '__main__':

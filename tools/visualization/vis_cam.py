@@ -49,8 +49,8 @@ def main(argv=None):
     quiet_known_warnings()
     args = parse_args(argv)
     exit_on_bad_input(cam.cam_grid, args.images, args.model, args.labels, args.out, method=args.method,
-                    target_layer=args.target_layer, target_category=args.target_category,
-                    det_topk=args.det_topk, cell_size=args.cell_size, device=args.device)
+                      target_layer=args.target_layer, target_category=args.target_category,
+                      det_topk=args.det_topk, cell_size=args.cell_size, device=args.device)
 
 
 if __name__ == '__main__':
