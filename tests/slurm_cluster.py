@@ -84,7 +84,8 @@ class LocalSlurm:
             'SlurmctldHost=localhost(127.0.0.1)',
             f'SlurmctldPort={controller_port}', f'SlurmdPort={node_port}',
             'SlurmUser=root', 'SlurmdUser=root',
-            'AuthType=auth/munge', 'CredType=cred/munge', f'AuthInfo=socket={self.munge / "socket"},cred_expire={CRED_EXPIRE_S}',
+            'AuthType=auth/munge', 'CredType=cred/munge',
+            f'AuthInfo=socket={self.munge / "socket"},cred_expire={CRED_EXPIRE_S}',
             f'StateSaveLocation={self.root / "state"}', f'SlurmdSpoolDir={self.root / "spool"}',
             f'SlurmctldPidFile={self.pid_files["slurmctld"]}', f'SlurmdPidFile={self.pid_files["slurmd"]}',
             f'SlurmctldLogFile={self.root / "log" / "slurmctld.log"}',
@@ -141,7 +142,7 @@ class LocalSlurm:
         return proc.stdout
 
     def logs(self) -> str:
-        """The end of every daemon's log, for a cluster that did not start."""
+        """The end of every daemon's log, for a cluster that did not start or a job that did not complete."""
         return '\n'.join(f'--- {daemon}:\n{self.log_tail(daemon)}' for daemon in ('slurmctld', 'slurmd', 'munged'))
 
     def log_tail(self, daemon: str, lines: int = 15) -> str:

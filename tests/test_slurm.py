@@ -223,7 +223,7 @@ def test_sweep_job_graph_gives_the_local_table(slurm, tmp_path):
         local.kill()
     assert local.returncode == 0, local_out[-4000:]
     for job_id, _ in jobs.values():
-        assert job_fields(slurm, job_id)['JobState'] == 'COMPLETED', job_id
+        assert job_fields(slurm, job_id)['JobState'] == 'COMPLETED', f'job {job_id}\n{slurm.logs()}'
     run_log = (cluster_dir / run / f'slurm-{jobs[run][0]}.out').read_text()
     assert 'tools/slurm_train.sh debug seed0' in run_log and 'complete' in run_log
     for name in ('table1.md', 'table1.csv'):
@@ -290,7 +290,7 @@ def test_cancelled_training_job_is_reported_and_resumes_when_resubmitted(held_sl
     assert set(again) == {RUN, 'tables'} and again['tables'][1] == [again[RUN][0]], rerun
     wait_until_no_jobs(slurm, DEADLINE_S)
     for job_id, _ in again.values():
-        assert job_fields(slurm, job_id)['JobState'] == 'COMPLETED', job_id
+        assert job_fields(slurm, job_id)['JobState'] == 'COMPLETED', f'job {job_id}\n{slurm.logs()}'
     resumed_log = (run_dir / f'slurm-{again[RUN][0]}.out').read_text()
     print(resumed_log)
     assert f'resumed from epoch {kept} ({run_dir}/epoch_{kept}.pth)' in resumed_log, resumed_log[-3000:]
@@ -317,7 +317,7 @@ def test_time_limit_warning_stops_the_training_and_the_job_requeues_itself(held_
     # `scontrol update StartTime=now` can fail the job ("Job credential revoked" in slurmctld.log)
     wait_until_no_jobs(slurm, DEADLINE_S)
     for job_id, _ in jobs.values():
-        assert job_fields(slurm, job_id)['JobState'] == 'COMPLETED', job_id
+        assert job_fields(slurm, job_id)['JobState'] == 'COMPLETED', f'job {job_id}\n{slurm.logs()}'
     assert job_fields(slurm, job)['Restarts'] == '1'
     log = (run_dir / f'slurm-{job}.out').read_text()  # both starts (appended)
     print(log)
